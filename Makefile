@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch 2.13.0 first: a pinned CPU-capable release that satisfies torch>=2.2.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test lint docs bench clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed-base: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed-base
+	$(PY) examples/multitask_demo.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check gradsurgery tests examples benchmarks
+	$(VENV)/bin/ruff format --check gradsurgery tests examples benchmarks
+
+bench: $(VENV)/.installed-base
+	$(PY) benchmarks/aggregate.py
+
+clean:
+	rm -rf $(VENV) build dist site .pytest_cache .hypothesis

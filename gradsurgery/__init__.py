@@ -1,0 +1,44 @@
+"""gradsurgery: per-group gradient surgery for PyTorch.
+
+One interface for every method: blocks (named parameter sets) × objectives (named losses)
+→ a gradient table → a method → one update per block, written into ``.grad``.
+"""
+
+from ._version import __version__
+from .autograd import backward
+from .core import (
+    Block,
+    BlockGradients,
+    BlockReport,
+    Decision,
+    GradientTable,
+    Method,
+    NonFiniteGradientError,
+    Report,
+    SignalError,
+    SignalMap,
+)
+from .methods import CAGrad, Mean, PCGrad, Sum
+from .registry import available, build, register
+
+__all__ = [
+    "Block",
+    "BlockGradients",
+    "BlockReport",
+    "CAGrad",
+    "Decision",
+    "GradientTable",
+    "Mean",
+    "Method",
+    "NonFiniteGradientError",
+    "PCGrad",
+    "Report",
+    "SignalError",
+    "SignalMap",
+    "Sum",
+    "__version__",
+    "available",
+    "backward",
+    "build",
+    "register",
+]

@@ -1,0 +1,152 @@
+"""CAGrad: conflict-averse gradient descent (Liu, Liu, Jin, Stone, Liu; NeurIPS 2021)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..core.method import Decision, Method
+from ..core.signals import SignalMap
+from ..core.simplex import minimize_on_simplex
+from ..core.table import GradientTable
+
+__all__ = ["CAGrad", "cagrad_weights"]
+
+#: Squared norms below this fraction of the mean squared row norm count as zero.
+_RELATIVE_EPS = 1e-12
+_RESCALE = {0: lambda c: 1.0, 1: lambda c: 1.0 + c * c, 2: lambda c: 1.0 + c}
+
+
+def cagrad_weights(
+    gramian: torch.Tensor,
+    c: float,
+    *,
+    rescale: Literal[0, 1, 2] = 2,
+    scale: Literal["sum", "mean"] = "sum",
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """CAGrad's row weights from the Gramian.
+
+    Solves the dual ``min_{w ∈ Δ_k} g_wᵀ g_0 + c‖g_0‖ ‖g_w‖`` on the Gramian, then
+    ``d = g_0 + (c‖g_0‖ / ‖g_w‖) g_w`` with ``g_0`` the mean row, rescaled.
+
+    Args:
+        gramian: ``(k, k)`` float64 Gramian.
+        c: Radius of the ball around ``g_0``, relative to ``‖g_0‖``.
+        rescale: ``0`` none, ``1`` divide by ``1 + c²`` (official NYU-v2 code), ``2`` divide
+            by ``1 + c`` (official toy code).
+        scale: ``"sum"`` multiplies by ``k`` (as the official code does to match a
+            sum-of-losses scale); ``"mean"`` keeps the paper's mean scale.
+
+    Returns:
+        ``(weights, info)``: ``(k,)`` weights over the original rows, and ``w`` (the dual
+        solution), ``lambda`` (the step along ``g_w``), ``solver_ok`` and ``degenerate``.
+    """
+    k = gramian.shape[0]
+    G = gramian.numpy()
+    size = float(np.trace(G)) / k
+    b = np.full(k, 1.0 / k)
+    info: dict[str, Any] = {"w": b.tolist(), "lambda": 0.0, "solver_ok": True, "degenerate": None}
+    step = np.zeros(k)  # λ·w, the move away from g_0
+    if size > 0 and c > 0:
+        Gn = G / size
+        g0_sq = float(b @ Gn @ b)
+        if g0_sq <= _RELATIVE_EPS:
+            info["degenerate"] = "mean gradient is zero"
+        else:
+            radius = c * np.sqrt(g0_sq)
+            Gb = Gn @ b
+
+            def fun(w: np.ndarray) -> float:
+                return float(w @ Gb + radius * np.sqrt(max(float(w @ Gn @ w), 0.0)))
+
+            def jac(w: np.ndarray) -> np.ndarray:
+                gw = Gn @ w
+                norm = np.sqrt(max(float(w @ gw), 0.0))
+                return Gb + (radius / norm) * gw if norm > 0 else Gb
+
+            w, ok = minimize_on_simplex(fun, jac, k)
+            gw_sq = float(w @ Gn @ w)
+            info.update(w=w.tolist(), solver_ok=ok)
+            if gw_sq <= _RELATIVE_EPS:
+                info["degenerate"] = "g_w is zero"
+            else:
+                lam = radius / np.sqrt(gw_sq)
+                info["lambda"] = float(lam)
+                step = lam * w
+    # Sum scale is computed as 1 + k·λ·w (not k·(1/k + λ·w)) so that c = 0 gives exactly 1.
+    weights = (1.0 + k * step) if scale == "sum" else (b + step)
+    weights = weights / _RESCALE[rescale](c)
+    return torch.from_numpy(weights), info
+
+
+class CAGrad(Method):
+    r"""CAGrad (Liu, Liu, Jin, Stone, Liu; NeurIPS 2021, "Conflict-Averse Gradient Descent
+    for Multi-task Learning").
+
+    With ``g_0 = (1/k) Σ_i g_i``, CAGrad maximises the worst objective's improvement inside
+    a ball around ``g_0``:
+
+    $$\max_d \min_i \langle g_i, d\rangle \quad\text{s.t.}\quad \|d - g_0\| \le c\|g_0\|.$$
+
+    Its dual over the simplex,
+    $w^* = \arg\min_{w\in\Delta_k} g_w^\top g_0 + c\|g_0\|\,\|g_w\|$ with $g_w = \sum_i w_i g_i$,
+    is solved on the ``k x k`` Gramian (``k = 2``: bounded scalar search; ``k > 2``: SLSQP
+    with the analytic gradient, as the official code's SciPy call but exact derivatives), and
+
+    $$d = g_0 + \frac{c\|g_0\|}{\|g_{w^*}\|}\, g_{w^*}.$$
+
+    Deliberate deviations, each to keep the library's conventions:
+
+    * **Scale.** The defaults ``rescale=2, scale="sum"`` return ``k·d/(1 + c)``, so ``k``
+      identical rows give their sum as every method does. The official NYU-v2 setting is
+      ``rescale=1`` (divide by ``1 + c²``) followed by ``×k``, i.e. ``rescale=1,
+      scale="sum"``; the paper's ``d`` itself is ``rescale=0, scale="mean"``.
+    * **Degenerate cases.** ``g_0 = 0`` returns ``g_0`` (zero); ``g_{w^*} = 0`` returns
+      ``g_0`` and says so in the report (the official code divides by ``‖g_w‖ + 1e-8``).
+      "Zero" is relative: below ``1e-12`` of the mean squared row norm.
+    * **Solver failure** falls back to the uniform ``w`` and sets ``solver_ok=False``.
+
+    ``c = 0`` gives ``g_0`` (scaled), i.e. exactly :class:`~gradsurgery.Sum` by default.
+    The convergence guarantee of the paper needs ``0 ≤ c < 1``.
+
+    Args:
+        c: Ball radius relative to ``‖g_0‖`` (paper/official default 0.5).
+        rescale: ``0``, ``1`` or ``2`` as above.
+        scale: ``"sum"`` (multiply by ``k``) or ``"mean"``.
+
+    Report details: ``w`` (dual weights), ``lambda``, ``solver_ok``, ``degenerate``.
+    """
+
+    name = "cagrad"
+
+    def __init__(
+        self,
+        *,
+        c: float = 0.5,
+        rescale: Literal[0, 1, 2] = 2,
+        scale: Literal["sum", "mean"] = "sum",
+    ) -> None:
+        super().__init__()
+        if not (isinstance(c, (int, float)) and np.isfinite(c) and c >= 0):
+            raise ValueError(f"c must be a finite number >= 0, got {c!r}")
+        if rescale not in _RESCALE:
+            raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
+        if scale not in ("sum", "mean"):
+            raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
+        self.c = float(c)
+        self.rescale: Literal[0, 1, 2] = rescale
+        self.scale: Literal["sum", "mean"] = scale
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"c": self.c, "rescale": self.rescale, "scale": self.scale}
+
+    def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
+        out = {}
+        for name, block in table.blocks.items():
+            weights, info = cagrad_weights(
+                block.gramian, self.c, rescale=self.rescale, scale=self.scale
+            )
+            out[name] = Decision(weights, details=info)
+        return out
