@@ -139,3 +139,11 @@ class TestRegistry:
             from gradsurgery import registry
 
             registry._REGISTRY.pop("half-test")
+
+
+def test_chunked_gramian_matches_the_plain_product() -> None:
+    from gradsurgery.core.gramian import compute_gramian
+
+    G = torch.randn(3, (1 << 20) + 37, generator=torch.Generator().manual_seed(0))
+    expected = (G.double() @ G.double().T).to(torch.float64)
+    torch.testing.assert_close(compute_gramian(G), expected, rtol=1e-5, atol=1e-2)

@@ -34,8 +34,25 @@ def compute_gramian(matrix: torch.Tensor) -> torch.Tensor:
     if matrix.dim() != 2:
         raise ValueError(f"expected a (k, P) matrix, got shape {tuple(matrix.shape)}")
     work = matrix.to(_working_dtype(matrix.dtype))
-    gram = (work @ work.T).to(device="cpu", dtype=torch.float64)
+    gram = _gram(work).to(device="cpu", dtype=torch.float64)
     return (gram + gram.T) / 2
+
+
+#: Split long rows into this many column chunks and multiply them as a batch: BLAS
+#: parallelises a ``(k, P) x (P, k)`` product poorly over its long inner dimension.
+_CHUNKS = 64
+_MIN_CHUNKED = 1 << 20
+
+
+def _gram(work: torch.Tensor) -> torch.Tensor:
+    k, p = work.shape
+    if p < _MIN_CHUNKED or not work.is_contiguous():
+        return work @ work.T
+    size = p // _CHUNKS
+    head = work[:, : size * _CHUNKS].view(k, _CHUNKS, size).transpose(0, 1)
+    gram = torch.bmm(head, head.transpose(1, 2)).sum(0)
+    tail = work[:, size * _CHUNKS :]
+    return gram + tail @ tail.T if tail.shape[1] else gram
 
 
 def combine(weights: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

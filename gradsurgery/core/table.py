@@ -81,6 +81,8 @@ class GradientTable:
     ) -> GradientTable:
         """Build a table from ``{block: (k, P) tensor}``.
 
+        Every row given this way counts as reaching its block (no scan over the entries).
+
         Args:
             matrices: One ``(k, P)`` tensor per block (a ``(P,)`` tensor counts as ``k = 1``).
             objectives: Row names; defaults to ``"0", "1", ...``.
@@ -104,7 +106,7 @@ class GradientTable:
                     name=name,
                     matrix=m.detach(),
                     shapes=(torch.Size([m.shape[1]]),),
-                    reached=tuple(bool(r.any()) for r in (m != 0)),
+                    reached=(True,) * m.shape[0],
                 )
             )
         k = items[0].matrix.shape[0]
