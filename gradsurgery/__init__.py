@@ -4,6 +4,7 @@ One interface for every method: blocks (named parameter sets) × objectives (nam
 → a gradient table → a method → one update per block, written into ``.grad``.
 """
 
+from . import signals
 from ._version import __version__
 from .autograd import backward
 from .core import (
@@ -18,10 +19,12 @@ from .core import (
     SignalError,
     SignalMap,
 )
-from .methods import CAGrad, Mean, PCGrad, Sum
+from .methods import GMP, OGMGE, CAGrad, Mean, PCGrad, Sum
 from .registry import available, build, register
 
 __all__ = [
+    "GMP",
+    "OGMGE",
     "Block",
     "BlockGradients",
     "BlockReport",
@@ -41,4 +44,5 @@ __all__ = [
     "backward",
     "build",
     "register",
+    "signals",
 ]

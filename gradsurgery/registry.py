@@ -9,6 +9,8 @@ from typing import Any
 from .core.method import Method
 from .methods.basic import Mean, Sum
 from .methods.cagrad import CAGrad
+from .methods.gmp import GMP
+from .methods.ogmge import OGMGE
 from .methods.pcgrad import PCGrad
 
 __all__ = ["available", "build", "register"]
@@ -86,5 +88,5 @@ def build(cfg: str | Mapping[str, Any], /, **overrides: Any) -> Method:
     return cls(**hyper)
 
 
-for _cls in (Sum, Mean, PCGrad, CAGrad):
+for _cls in (Sum, Mean, PCGrad, CAGrad, OGMGE, GMP):
     register(_cls)

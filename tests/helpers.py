@@ -48,6 +48,11 @@ CASES: dict[str, Case] = {
     "mean": Case(gs.Mean, scale=lambda k: 1.0),
     "pcgrad": Case(gs.PCGrad, deterministic=False),
     "cagrad": Case(gs.CAGrad),
+    # One modality block: ratios are 1, so GMP is CAGP with the tie rule; the multi-block
+    # behaviour has its own tests.
+    "gmp": Case(gs.GMP, ks=(1, 2), objectives=lambda k: ["cls", "dom"][:k]),
+    # The noise is covered by its own tests; the families check the deterministic part.
+    "ogmge": Case(lambda: gs.OGMGE(ge=False), ks=(1,), objectives=lambda k: ["loss"]),
 }
 
 

@@ -165,5 +165,6 @@ def test_repr_shows_hyperparameters(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_build_by_name_gives_the_default_method(name: str) -> None:
     built = gs.build(name)
-    assert type(built) is type(CASES[name].make())
-    assert built.hyperparameters() == CASES[name].make().hyperparameters()
+    cls = type(CASES[name].make())
+    assert type(built) is cls
+    assert built.hyperparameters() == cls().hyperparameters()

@@ -41,7 +41,7 @@ class BlockReport:
             "conflict": {f"{names[i]}|{names[j]}": bool(self.conflict[i, j]) for i, j in pairs},
             "changed": self.changed,
             "projected": list(self.projected),
-            **self.details,
+            "details": dict(self.details),
         }
 
 

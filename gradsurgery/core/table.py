@@ -41,7 +41,7 @@ class BlockGradients:
     def split(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Split a ``(P,)`` vector into views shaped like the block's parameters."""
         sizes = [int(torch.Size(s).numel()) for s in self.shapes]
-        return [part.view(shape) for part, shape in zip(vector.split(sizes), self.shapes)]
+        return [part.view(shape) for part, shape in zip(torch.split(vector, sizes), self.shapes)]
 
 
 class GradientTable:

@@ -2,6 +2,8 @@
 
 from .basic import Mean, Sum
 from .cagrad import CAGrad
+from .gmp import GMP
+from .ogmge import OGMGE
 from .pcgrad import PCGrad
 
-__all__ = ["CAGrad", "Mean", "PCGrad", "Sum"]
+__all__ = ["GMP", "OGMGE", "CAGrad", "Mean", "PCGrad", "Sum"]

@@ -16,7 +16,11 @@ __all__ = ["CAGrad", "cagrad_weights"]
 
 #: Squared norms below this fraction of the mean squared row norm count as zero.
 _RELATIVE_EPS = 1e-12
-_RESCALE = {0: lambda c: 1.0, 1: lambda c: 1.0 + c * c, 2: lambda c: 1.0 + c}
+
+
+def _rescale_factor(rescale: int, c: float) -> float:
+    """The official code's ``rescale`` options: 0 → 1, 1 → 1 + c², 2 → 1 + c."""
+    return {0: 1.0, 1: 1.0 + c * c, 2: 1.0 + c}[rescale]
 
 
 def cagrad_weights(
@@ -64,7 +68,8 @@ def cagrad_weights(
             def jac(w: np.ndarray) -> np.ndarray:
                 gw = Gn @ w
                 norm = np.sqrt(max(float(w @ gw), 0.0))
-                return Gb + (radius / norm) * gw if norm > 0 else Gb
+                out: np.ndarray = Gb + (radius / norm) * gw if norm > 0 else Gb
+                return out
 
             w, ok = minimize_on_simplex(fun, jac, k)
             gw_sq = float(w @ Gn @ w)
@@ -77,7 +82,7 @@ def cagrad_weights(
                 step = lam * w
     # Sum scale is computed as 1 + k·λ·w (not k·(1/k + λ·w)) so that c = 0 gives exactly 1.
     weights = (1.0 + k * step) if scale == "sum" else (b + step)
-    weights = weights / _RESCALE[rescale](c)
+    weights = weights / _rescale_factor(rescale, c)
     return torch.from_numpy(weights), info
 
 
@@ -131,7 +136,7 @@ class CAGrad(Method):
         super().__init__()
         if not (isinstance(c, (int, float)) and np.isfinite(c) and c >= 0):
             raise ValueError(f"c must be a finite number >= 0, got {c!r}")
-        if rescale not in _RESCALE:
+        if rescale not in (0, 1, 2):
             raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
         if scale not in ("sum", "mean"):
             raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
