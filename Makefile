@@ -36,6 +36,13 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check gradsurgery tests examples benchmarks
 	$(VENV)/bin/ruff format --check gradsurgery tests examples benchmarks
 
+$(VENV)/.installed-docs: $(VENV)/.torch pyproject.toml
+	$(PIP) install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(VENV)/.installed-base
 	$(PY) benchmarks/aggregate.py
 

@@ -107,11 +107,11 @@ def backward(
         blocks: Block names mapped to iterables of parameters; blocks must not overlap.
         method: The method, e.g. ``gradsurgery.PCGrad()``.
         signals: Per-(block, objective) scalars, e.g. ``{"video": {"cls": 0.8}}``.
-        on_nonfinite: ``"raise"`` or ``"skip"``; see :meth:`gradsurgery.Method.apply`.
+        on_nonfinite: ``"raise"`` or ``"skip"``; see `gradsurgery.Method.apply`.
         retain_graph: Keep the graph after the last objective's backward pass.
 
     Returns:
-        The method's :class:`~gradsurgery.Report` for this step.
+        The method's `gradsurgery.Report` for this step.
 
     Raises:
         ValueError: On a non-scalar loss, a loss that requires no grad or reaches no block

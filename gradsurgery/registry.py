@@ -19,7 +19,7 @@ _REGISTRY: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Register a :class:`~gradsurgery.Method` subclass under its ``name`` (usable as a
+    """Register a `gradsurgery.Method` subclass under its ``name`` (usable as a
     class decorator for your own methods).
 
     Raises:

@@ -1,13 +1,15 @@
 """Signal helpers for multimodal methods: confidences, per-modality logits, gradient reversal.
 
 Typical use with GMP, for a fused linear classifier and a linear domain discriminator on
-concatenated modality features (the paper's Eqs. 5–7)::
+concatenated modality features (the paper's Eqs. 5–7):
 
-    feats = {"video": z_v, "audio": z_a}
-    signals = gs.signals.modality_confidences(
-        feats, classifier=fc, targets=y, discriminator=disc, domains=d
-    )
-    gs.backward({"cls": l_cls, "dom": l_dom}, blocks, gs.GMP(), signals)
+```python
+feats = {"video": z_v, "audio": z_a}
+signals = gs.signals.modality_confidences(
+    feats, classifier=fc, targets=y, discriminator=disc, domains=d
+)
+gs.backward({"cls": l_cls, "dom": l_dom}, blocks, gs.GMP(), signals)
+```
 """
 
 from __future__ import annotations

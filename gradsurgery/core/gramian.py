@@ -2,7 +2,7 @@
 
 Methods never loop over the ``P`` columns of a gradient matrix. They read the ``k x k``
 Gramian ``G Gᵀ``, decide one weight per row, and the update is then formed by one pass
-over ``G`` (:func:`combine`).
+over ``G`` (`combine`).
 """
 
 from __future__ import annotations

@@ -51,15 +51,15 @@ class Method(abc.ABC):
 
     A method decides, from the gradient table (usually only its ``k x k`` Gramians) and the
     signals, one weight per gradient row of each block; the update of a block is then one
-    weighted pass over its rows. Subclasses implement :meth:`decide`; the math lives in pure
+    weighted pass over its rows. Subclasses implement `decide`; the math lives in pure
     functions, the class holds hyper-parameters and explicit state.
 
     Scale convention: on ``k`` identical rows ``g`` every method returns ``k·g``, the plain
     sum (``Mean`` is the one exception: it is the mean by definition).
     """
 
-    #: Registered name (``gradsurgery.build`` uses it).
     name: ClassVar[str] = ""
+    """Registered name, used by `gradsurgery.build`."""
 
     def __init__(self) -> None:
         self.last_report: Report | None = None
@@ -68,7 +68,7 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        """Return one :class:`Decision` per block of ``table``."""
+        """Return one `Decision` per block of ``table``."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's keyword arguments, as given (shown by ``repr``)."""
@@ -106,7 +106,7 @@ class Method(abc.ABC):
         Args:
             table: The gradient table.
             signals: Per-(block, objective) scalars, for methods that need them.
-            on_nonfinite: ``"raise"`` (default) raises :class:`NonFiniteGradientError` when a
+            on_nonfinite: ``"raise"`` (default) raises `NonFiniteGradientError` when a
                 gradient row holds NaN or Inf; ``"skip"`` skips the surgery for this step,
                 returns the plain sum of the rows (non-finite, so ``GradScaler`` skips the
                 optimizer step) and marks the report ``skipped``; the method's state does
@@ -185,10 +185,10 @@ class Method(abc.ABC):
             signals: Signals, keyed by ``block`` then objective.
             objectives: Row names (default ``"0"``, ``"1"``, ...).
             block: The block's name, used to look up signals and in errors.
-            on_nonfinite: See :meth:`apply`.
+            on_nonfinite: See `apply`.
 
         Returns:
-            The ``(P,)`` update; the report is in :attr:`last_report`.
+            The ``(P,)`` update; the report is in `last_report`.
         """
         table = GradientTable.from_matrices({block: matrix}, objectives)
         updates, _ = self.apply(table, signals, on_nonfinite=on_nonfinite)
@@ -203,7 +203,7 @@ class Method(abc.ABC):
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore state saved by :meth:`state_dict`.
+        """Restore state saved by `state_dict`.
 
         Raises:
             ValueError: If the saved method or hyper-parameters differ from this object's.

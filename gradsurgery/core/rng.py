@@ -14,7 +14,7 @@ class SeededGenerator:
     """A CPU ``torch.Generator`` that can be reset to its seed and saved in a ``state_dict``.
 
     Args:
-        seed: Seed used at construction and by :meth:`reset`.
+        seed: Seed used at construction and by `reset`.
         generator: Use this generator instead of creating one (its current state becomes
             the reset point).
     """
@@ -41,5 +41,5 @@ class SeededGenerator:
         return {"generator": self.generator.get_state()}
 
     def load(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state`."""
+        """Restore `state`."""
         self.generator.set_state(state["generator"])

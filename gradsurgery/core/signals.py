@@ -13,8 +13,8 @@ import torch
 
 __all__ = ["SignalError", "SignalMap", "require_signal"]
 
-#: ``{block: {objective: scalar}}``.
 SignalMap = Mapping[str, Mapping[str, "float | torch.Tensor"]]
+"""Signals keyed by block, then objective: ``{block: {objective: scalar}}``."""
 
 
 class SignalError(ValueError):

@@ -47,7 +47,7 @@ class BlockGradients:
 class GradientTable:
     """Each block's per-objective gradients, with their Gramians on demand.
 
-    Build one with :meth:`from_matrices` (plain tensors) or let :func:`gradsurgery.backward`
+    Build one with `from_matrices` (plain tensors) or let `gradsurgery.backward`
     build it from losses.
 
     Args:

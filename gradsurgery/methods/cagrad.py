@@ -113,7 +113,7 @@ class CAGrad(Method):
       "Zero" is relative: below ``1e-12`` of the mean squared row norm.
     * **Solver failure** falls back to the uniform ``w`` and sets ``solver_ok=False``.
 
-    ``c = 0`` gives ``g_0`` (scaled), i.e. exactly :class:`~gradsurgery.Sum` by default.
+    ``c = 0`` gives ``g_0`` (scaled), i.e. exactly `gradsurgery.Sum` by default.
     The convergence guarantee of the paper needs ``0 ≤ c < 1``.
 
     Args:

@@ -95,7 +95,7 @@ class GMP(Method):
     are per modality: ``signals[m]["cls"]`` = semantic confidence ``q̄^m`` (batch-mean
     true-class probability of the modality's own logits, Eq. 6) and ``signals[m]["dom"]`` =
     domain confidence ``c̄^m`` (batch-mean true-domain probability, Eq. 7); see
-    :mod:`gradsurgery.signals`.
+    `gradsurgery.signals`.
 
     **IGDM** (inter-modality gradient decoupled modulation). Discrepancy ratios (Eq. 8)
 
@@ -128,7 +128,7 @@ class GMP(Method):
       projection; only the semantic modulation acts.
     * Coefficients and decisions are constants of the step (no gradient flows through them).
     * Only the blocks' rows are touched: the fused classifier and the discriminator, outside
-      the blocks, get the ordinary gradients from :func:`gradsurgery.backward` — in
+      the blocks, get the ordinary gradients from `gradsurgery.backward` — in
       particular the discriminator descends ``L_d``.
 
     Ablations (the paper's Table 4) by configuration:

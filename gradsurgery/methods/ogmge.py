@@ -22,7 +22,7 @@ class OGMGE(Method):
 
     Blocks are modality encoders; there is one objective (the fused loss); the signal of a
     block is its semantic confidence ``s̄^u`` (batch-mean true-class probability of the
-    modality's own logits, see :mod:`gradsurgery.signals`). The discrepancy ratio of
+    modality's own logits, see `gradsurgery.signals`). The discrepancy ratio of
     modality ``u`` against the other ``ū`` is ``ρ^u = s̄^u / s̄^{ū}`` and the dominant
     modality's gradient is scaled by
 
@@ -36,7 +36,7 @@ class OGMGE(Method):
     tensor's unmodulated gradient, drawn from the method's own seedable generator.
 
     Modulation is active while ``start_epoch ≤ epoch ≤ end_epoch`` (inclusive; call
-    :meth:`set_epoch`) and, if given, ``start_step ≤ step ≤ end_step`` (the step counter
+    `set_epoch`) and, if given, ``start_step ≤ step ≤ end_step`` (the step counter
     advances on every call); outside the window gradients are untouched.
 
     Deliberate deviations from the official code:
