@@ -1,0 +1,308 @@
+"""Compare methods on an MMDG dataset: leave-one-domain-out × seeds × configs.
+
+Writes ``results.csv`` (one row per run), ``results.md`` (the summary table),
+``accuracy.png`` (held-out accuracy per method) and ``trajectories.png`` (per-modality
+ratios and coefficients over training, as the GMP paper's Fig. 5) to ``--out``.
+
+Run from the repository root::
+
+    python -m mmdg.compare --data examples/mmdg/data/av-digits-dg \\
+        --configs examples/mmdg/configs/*.yaml --seeds 3 --out runs/mmdg
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .features import leave_one_domain_out, load_dg_splits, read_meta
+from .train import RunConfig, RunResult, load_config, train_run
+
+__all__ = ["main", "run_comparison", "summarize"]
+
+
+def unimodal_configs(base: RunConfig, modalities: Sequence[str]) -> list[RunConfig]:
+    """One baseline per modality, trained alone: ``base``'s model and schedule, plain
+    classification (no domain-adversarial branch), plain sums."""
+    out = []
+    for m in modalities:
+        cfg = RunConfig(
+            name=f"{m} only",
+            method="sum",
+            model=dict(base.model),
+            loss={**base.loss, "domain": 0.0},
+            train=dict(base.train),
+            signals=base.signals,
+            modalities=[m],
+        )
+        out.append(cfg)
+    return out
+
+
+def run_comparison(
+    data: str | Path,
+    configs: Sequence[RunConfig],
+    *,
+    seeds: Sequence[int],
+    targets: Sequence[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[RunResult]:
+    """Train every config on every (target, seed); return all results."""
+    meta = read_meta(data)
+    pairs = [p for p in leave_one_domain_out(meta.domains) if targets is None or p[1] in targets]
+    jobs = [(c, s, t) for s_t in pairs for c in configs for s in seeds for t in [s_t]]
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is part of the examples extra
+        tqdm = None
+    bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr) if tqdm else None
+    results = []
+    for sources, target in pairs:
+        splits = load_dg_splits(data, target=target, sources=sources)
+        for cfg in configs:
+            for seed in seeds:
+                if bar is not None:
+                    bar.set_description(f"{cfg.name} → {target} (seed {seed})")
+                results.append(train_run(cfg, splits, seed=seed, device=device))
+                if bar is not None:
+                    bar.update()
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(results: Sequence[RunResult]) -> list[dict[str, object]]:
+    """Per config: accuracies averaged over targets, then mean ± std over seeds."""
+    by_config: dict[str, dict[int, list[RunResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        by_config[r.config][r.seed].append(r)
+    rows = []
+    for name, per_seed in by_config.items():
+        keys = sorted({k for runs in per_seed.values() for r in runs for k in r.test})
+        row: dict[str, object] = {"method": name, "seeds": len(per_seed)}
+        for split in ("val", "test"):
+            for key in keys:
+                seed_means = [
+                    statistics.fmean(getattr(r, split)[key] for r in runs)
+                    for runs in per_seed.values()
+                    if all(key in getattr(r, split) for r in runs)
+                ]
+                row[f"{split}/{key}"] = _mean_std(seed_means) if seed_means else None
+        row["seconds"] = statistics.fmean(r.seconds for runs in per_seed.values() for r in runs)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, object]], modalities: Sequence[str]) -> str:
+    """The summary as a Markdown table."""
+    cols = ["fused", *modalities]
+    head = (
+        "| method | "
+        + " | ".join(f"held-out {c}" for c in cols)
+        + " | "
+        + " | ".join(f"source val {c}" for c in cols)
+        + " | s/run |"
+    )
+    lines = [head, "|" + "---|" * (2 * len(cols) + 2)]
+    for row in rows:
+        cells = []
+        for split in ("test", "val"):
+            for c in cols:
+                v = row.get(f"{split}/{c}")
+                cells.append("–" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}")
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + f" | {row['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_csv(results: Sequence[RunResult], path: Path) -> None:
+    """One row per run."""
+    keys = sorted({k for r in results for k in r.test})
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["config", "target", "seed", "best_epoch", "seconds"]
+            + [f"val_{k}" for k in keys]
+            + [f"test_{k}" for k in keys]
+        )
+        for r in results:
+            writer.writerow(
+                [r.config, r.target, r.seed, r.best_epoch, f"{r.seconds:.2f}"]
+                + [f"{r.val[k]:.4f}" if k in r.val else "" for k in keys]
+                + [f"{r.test[k]:.4f}" if k in r.test else "" for k in keys]
+            )
+
+
+def save_results(results: Sequence[RunResult], path: Path) -> None:
+    """All runs, trajectories included, as JSON (``--merge`` reads them back)."""
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in results]))
+
+
+def load_results(paths: Sequence[str | Path]) -> list[RunResult]:
+    """Runs saved by :func:`save_results`, from one or more files."""
+    return [RunResult(**row) for p in paths for row in json.loads(Path(p).read_text())]
+
+
+def plot_accuracy(rows: Sequence[dict[str, object]], path: Path) -> None:
+    """Bar chart of held-out fused accuracy per method (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r["method"]) for r in rows]
+    means = [r["test/fused"][0] for r in rows]  # type: ignore[index]
+    stds = [r["test/fused"][1] for r in rows]  # type: ignore[index]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.6))
+    ax.bar(names, means, yerr=stds, capsize=4, color="#5b8def")
+    for i, m in enumerate(means):
+        ax.text(i, m + 0.01, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("held-out accuracy (fused)")
+    ax.set_title("Leave-one-domain-out, mean over targets; error bars: std over seeds")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_trajectories(
+    results: Sequence[RunResult], path: Path, configs: Sequence[str], modalities: Sequence[str]
+) -> None:
+    """ρ, σ and the modulation coefficients per epoch (mean over targets and seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ["rho", "sigma", "k", "p"]
+    styles = ["-", "--", ":", "-."]
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, key in zip(axes, panels):
+        for c, name in enumerate(configs):
+            runs = [r for r in results if r.config == name and r.trajectory]
+            for s, m in enumerate(modalities):
+                series = [[row.get(f"{key}/{m}") for row in r.trajectory] for r in runs]
+                series = [x for x in series if all(v is not None for v in x)]
+                if not series:
+                    continue
+                epochs = range(1, len(series[0]) + 1)
+                mean = [statistics.fmean(col) for col in zip(*series)]
+                ax.plot(
+                    epochs,
+                    mean,
+                    styles[s % len(styles)],
+                    color=colors(c % 10),
+                    label=f"{name}: {m}",
+                )
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        titles = {
+            "rho": "semantic ratio ρ",
+            "sigma": "domain ratio σ",
+            "k": "coefficient k (cls)",
+            "p": "coefficient p (dom)",
+        }
+        ax.set_title(titles[key])
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare gradsurgery methods on MMDG data.")
+    parser.add_argument("--data", required=True, help="feature-layout dataset folder")
+    parser.add_argument("--configs", nargs="+", default=[], help="YAML/TOML config files")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--targets", nargs="*", default=None, help="held-out domains (all)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
+    parser.add_argument("--lr", type=float, default=None, help="override train.lr")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="summarise saved results.json files instead of training",
+    )
+    parser.add_argument("--out", default="runs/mmdg")
+    parser.add_argument("--no-unimodal", action="store_true", help="skip unimodal baselines")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if not args.configs and not args.merge:
+        parser.error("give --configs to train, or --merge to summarise saved results")
+    if args.device == "cpu":
+        torch.set_flush_denormal(True)  # tiny modulated gradients otherwise slow the CPU down
+    meta = read_meta(args.data)
+    modalities = list(meta.modalities)
+    if args.merge:
+        results = load_results(args.merge)
+        names = list(dict.fromkeys(r.config for r in results))
+        surgery = [n for n in names if not n.endswith(" only")]
+        seeds = len({r.seed for r in results})
+    else:
+        configs = [
+            load_config(p).with_overrides(
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr
+            )
+            for p in args.configs
+        ]
+        if not args.no_unimodal:
+            configs += unimodal_configs(configs[0], modalities)
+        results = run_comparison(
+            args.data,
+            configs,
+            seeds=range(args.seeds),
+            targets=args.targets,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        surgery = [c.name for c in configs if not c.modalities]
+        seeds = args.seeds
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(results)
+    table = markdown_table(rows, modalities)
+    targets = sorted({r.target for r in results})
+    header = (
+        f"{meta.name}: held-out domains {', '.join(targets)}; {seeds} seed(s); "
+        "accuracy averaged over held-out domains, mean ± std over seeds; model selected on "
+        "source validation.\n\n"
+    )
+    (out / "results.md").write_text(header + table + "\n")
+    write_csv(results, out / "results.csv")
+    save_results(results, out / "results.json")
+    if not args.no_plots:
+        plot_accuracy(rows, out / "accuracy.png")
+        plot_trajectories(
+            results,
+            out / "trajectories.png",
+            surgery,
+            modalities,
+        )
+    print(header + table)
+    print(
+        f"\nwrote {out}/results.md, results.csv, results.json"
+        + ("" if args.no_plots else ", accuracy.png, trajectories.png")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
