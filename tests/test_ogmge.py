@@ -128,3 +128,21 @@ def test_errors() -> None:
         gs.OGMGE(start_epoch=3, end_epoch=1)
     with pytest.raises(ValueError, match="alpha"):
         gs.OGMGE(alpha=float("inf"))
+
+
+def test_cuda_noise_is_drawn_on_the_device_and_seeded() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    G = {m: torch.randn(1, 1000, device="cuda") for m in SIGNALS}
+    a, _ = apply(gs.OGMGE(), G)
+    b, _ = apply(gs.OGMGE(), G)
+    assert a["audio"].device.type == "cuda"
+    torch.testing.assert_close(a["audio"], b["audio"], rtol=0, atol=0)
+
+
+def test_rejects_a_device_generator() -> None:
+    class FakeCuda(torch.Generator):
+        device = torch.device("meta")
+
+    with pytest.raises(ValueError, match="CPU generator"):
+        gs.OGMGE(generator=FakeCuda())

@@ -62,15 +62,20 @@ def test_finite_on_zero_and_rank_deficient_input(name: str, data: st.DataObject)
         assert out.shape == (g.numel(),)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-def test_dtype_and_device_preserved(name: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_dtype_and_device_preserved(name: str, dtype: torch.dtype, device: str) -> None:
     case = CASES[name]
     k = _k(case, 3)
     G = torch.randn(k, 7, generator=torch.Generator().manual_seed(0)).to(dtype)
-    out = run(case, G)
+    out = run(case, G.to(device))
     assert out.dtype == dtype
-    assert out.device == G.device
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), run(case, G), rtol=1e-2, atol=1e-2)
     assert torch.isfinite(out.float()).all()
 
 

@@ -217,7 +217,7 @@ def plot_trajectories(
         }
         ax.set_title(titles[key])
         ax.set_xlabel("epoch")
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -263,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for p in args.configs
         ]
+        # Plain joint training first: the row every other method is read against.
+        configs.sort(key=lambda c: c.method != "sum")
         if not args.no_unimodal:
             configs += unimodal_configs(configs[0], modalities)
         results = run_comparison(

@@ -223,6 +223,11 @@ def train_run(
     if missing:
         raise ValueError(f"config {cfg.name!r}: modalities {missing} are not in the data")
     train, val, test = (_to(s, modalities, device) for s in (splits.train, splits.val, splits.test))
+    if len(train) < cfg.train["batch_size"]:
+        raise ValueError(
+            f"config {cfg.name!r}: batch_size {cfg.train['batch_size']} is larger than the "
+            f"{len(train)} training rows; no step would be taken"
+        )
     torch.manual_seed(seed)
     in_dims = {m: int(train.features[m][0].numel()) for m in modalities}
     model = MMDGNet(in_dims, len(train.classes), len(splits.sources), **cfg.model).to(device)

@@ -25,12 +25,34 @@ class SeededGenerator:
         if generator is None:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(int(seed))
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
         self.generator = generator
         self._initial = generator.get_state()
+        self._device_generators: dict[torch.device, torch.Generator] = {}
 
     def reset(self) -> None:
         """Rewind the generator to its initial state."""
         self.generator.set_state(self._initial)
+
+    def randn_like(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like ``tensor``, on its device, in float32.
+
+        On the CPU the method's generator draws it directly. On another device a generator of
+        that device, re-seeded from the method's generator at every call, draws it there: no
+        host-to-device copy, and still one seed fixes every draw (per device type).
+        """
+        if tensor.device.type == "cpu":
+            return torch.randn(tensor.shape, generator=self.generator, dtype=torch.float32)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        device_gen = self._device_generators.get(tensor.device)
+        if device_gen is None:
+            device_gen = torch.Generator(device=tensor.device)
+            self._device_generators[tensor.device] = device_gen
+        device_gen.manual_seed(seed)
+        return torch.randn(
+            tensor.shape, generator=device_gen, dtype=torch.float32, device=tensor.device
+        )
 
     def permutation(self, n: int) -> list[int]:
         """A random permutation of ``range(n)``."""

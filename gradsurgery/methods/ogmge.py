@@ -47,8 +47,9 @@ class OGMGE(Method):
     * ``eps`` (default ``1e-8``) is added to the ratio's denominator (the official code has
       none); the noise std has no ``+1e-8`` so that a zero gradient stays zero, and a
       one-element tensor has std 0 (PyTorch's unbiased std would be NaN).
-    * Noise is drawn on the CPU from the method's generator and moved to the block's device,
-      so runs are reproducible across devices.
+    * Noise is drawn on the block's device: on the CPU from the method's generator, elsewhere
+      from a device generator re-seeded from it at every step, so a seed fixes the noise for
+      a given device type (CPU and CUDA draws differ).
 
     Scale: at equal confidences (``ρ = 1``) and without GE the update is the gradient itself.
 
@@ -166,8 +167,8 @@ class OGMGE(Method):
         for part, grad in zip(block.split(update), block.split(block.matrix[0])):
             work = grad if grad.dtype == torch.float64 else grad.float()
             std = float(work.std()) if grad.numel() > 1 else 0.0
-            noise = torch.randn(part.shape, generator=self._rng.generator, dtype=torch.float32)
-            part.add_(noise.to(device=part.device, dtype=part.dtype), alpha=std)
+            noise = self._rng.randn_like(part)
+            part.add_(noise.to(part.dtype), alpha=std)
             stds.append(std)
         decision.details["noise_std"] = stds
         return True

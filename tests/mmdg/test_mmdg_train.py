@@ -61,6 +61,12 @@ def test_config_errors(tmp_path: Path) -> None:
         RunConfig("x", "sum", model={"depth": 3})
     with pytest.raises(KeyError, match="unknown method 'adam'"):
         RunConfig("x", "adam")
+    with pytest.raises(ValueError, match="batch_size 4096 is larger than the 2160"):
+        train_run(
+            RunConfig("x", "sum", train={"batch_size": 4096}),
+            load_dg_splits(EXAMPLE / "data" / "av-digits-dg", target="en"),
+            seed=0,
+        )
     with pytest.raises(ValueError, match=r"modalities \['depth'\] are not in the data"):
         train_run(
             RunConfig("x", "sum", modalities=["depth"]),
