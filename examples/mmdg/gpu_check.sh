@@ -21,6 +21,7 @@ DEVICE="${DEVICE:-cuda}"
 OUT_DIR="${OUT_DIR:-$here/../../runs/mmdg-gpu}"
 DATA="${DATA:-/tmp/av-digits-dg-$PAIRS}"
 mkdir -p "$OUT_DIR"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"   # four training processes share the CPU cores
 
 if [ "$DEVICE" = cuda ]; then
   "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
