@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["dot", "project_conflicting", "reject"]
@@ -49,17 +50,21 @@ def project_conflicting(
         coefficients over the original rows; ``projected[i]`` is True when row ``i`` was
         projected at least once.
     """
-    k = gramian.shape[0]
-    eye = torch.eye(k, dtype=gramian.dtype)
-    coefficients = eye.clone()
-    projected = torch.zeros(k, dtype=torch.bool)
+    # The k x k logic runs in NumPy: per-element torch calls cost microseconds each, which
+    # would dominate a GPU step whose gradient pass takes a fraction of a millisecond.
+    gram = gramian.detach().cpu().numpy()
+    k = gram.shape[0]
+    coefficients = np.eye(k)
+    projected = np.zeros(k, dtype=bool)
     for i in range(k):
-        row = eye[i].clone()
+        row = coefficients[i]
         for j in orders[i]:
-            ij = row @ gramian[:, j]
-            jj = gramian[j, j]
+            ij = float(row @ gram[:, j])
+            jj = float(gram[j, j])
             if ij < 0 and jj > 0:
                 row[j] -= ij / jj
                 projected[i] = True
-        coefficients[i] = row
-    return coefficients, projected
+    return (
+        torch.from_numpy(coefficients).to(gramian.dtype),
+        torch.from_numpy(projected),
+    )
