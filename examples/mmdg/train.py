@@ -32,6 +32,7 @@ from torch import nn
 
 import gradsurgery as gs
 from gradsurgery.core.modulation import discrepancy_ratios
+from gradsurgery.registry import hyperparameter_names
 from gradsurgery.signals import split_linear_logits, true_class_confidence
 
 from .features import DGSplits, MMDGSplit
@@ -231,7 +232,10 @@ def train_run(
     torch.manual_seed(seed)
     in_dims = {m: int(train.features[m][0].numel()) for m in modalities}
     model = MMDGNet(in_dims, len(train.classes), len(splits.sources), **cfg.model).to(device)
-    method = gs.build(cfg.method, **({"seed": seed} if _takes_seed(cfg.method) else {}))
+    method = gs.build(cfg.method)
+    seeded = isinstance(cfg.method, Mapping) and "seed" in cfg.method
+    if not seeded and "seed" in hyperparameter_names(type(method)):
+        method = gs.build(cfg.method, seed=seed)  # the run's seed also drives the method
     single_objective = isinstance(method, gs.OGMGE)
     hp = cfg.train
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -281,12 +285,3 @@ def train_run(
         seconds=time.perf_counter() - start,
     )
 
-
-def _takes_seed(method_cfg: str | Mapping[str, Any]) -> bool:
-    from gradsurgery.registry import hyperparameter_names
-
-    name = method_cfg if isinstance(method_cfg, str) else method_cfg["method"]
-    if not isinstance(method_cfg, str) and "seed" in method_cfg:
-        return False
-    cls = type(gs.build(name))
-    return "seed" in hyperparameter_names(cls)

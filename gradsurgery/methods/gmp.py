@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..core.gramian import cosines
 from ..core.method import Decision, Method
 from ..core.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
 from ..core.projection import dot, reject
@@ -287,15 +288,14 @@ class GMP(Method):
             pair = gram[idx][:, idx]
             w, projected, conflict = gmp_block_weights(pair, state, self.projection)
             weights[i_c], weights[i_d] = w[0], w[1]
-            norms = float(pair[0, 0] * pair[1, 1]) ** 0.5
             details.update(
-                cosine=float(pair[0, 1]) / norms if norms > 0 else 0.0,
+                cosine=float(cosines(pair)[0, 1]),
                 conflict=conflict,
                 projected_task="both" if len(projected) == 2 else (projected or (None,))[0],
             )
-            names = {"cls": self.cls, "dom": self.dom}
+            objective_of = {"cls": self.cls, "dom": self.dom}
             out[name] = Decision(
-                weights, projected=tuple(names[t] for t in projected), details=details
+                weights, projected=tuple(objective_of[t] for t in projected), details=details
             )
         return out
 
