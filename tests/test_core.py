@@ -147,3 +147,13 @@ def test_chunked_gramian_matches_the_plain_product() -> None:
     G = torch.randn(3, (1 << 20) + 37, generator=torch.Generator().manual_seed(0))
     expected = (G.double() @ G.double().T).to(torch.float64)
     torch.testing.assert_close(compute_gramian(G), expected, rtol=1e-5, atol=1e-2)
+
+
+def test_huge_but_finite_rows_are_not_reported_as_non_finite() -> None:
+    G = torch.full((2, 4), 3e20)  # squared norms overflow float32
+    G[1] *= -1
+    method = gs.PCGrad()
+    out = method(G)
+    assert torch.isfinite(out).all()
+    assert bool(method.last_report.blocks["block"].conflict[0, 1])
+    torch.testing.assert_close(out, torch.zeros(4))

@@ -35,6 +35,11 @@ def compute_gramian(matrix: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected a (k, P) matrix, got shape {tuple(matrix.shape)}")
     work = matrix.to(_working_dtype(matrix.dtype))
     gram = _gram(work).to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(gram.diagonal()).all()) and bool(torch.isfinite(matrix).all()):
+        # Finite rows whose squared norms overflow the working dtype: rescale, and finish in
+        # float64, so that only truly non-finite gradients are reported as such.
+        scale = matrix.abs().max().to(torch.float64)
+        gram = _gram(matrix.to(torch.float64) / scale).cpu() * scale**2
     return (gram + gram.T) / 2
 
 
