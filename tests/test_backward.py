@@ -176,3 +176,36 @@ def test_grad_scaler_style_loss_scaling_is_harmless() -> None:
     gs.backward(scaled, {"trunk": twin.trunk.parameters()}, gs.CAGrad())
     for (name, g), g2 in zip(grads(model).items(), grads(twin).values()):
         torch.testing.assert_close(g2 / 1024.0, g, rtol=1e-6, atol=1e-10, msg=name)
+
+
+def test_grad_scaler_unscales_and_skips_non_finite_steps() -> None:
+    torch.manual_seed(0)
+    model = TwoTask()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    data = batch()
+    twin = copy.deepcopy(model)
+    # A finite step: after unscale_, .grad equals the unscaled method update.
+    losses = {k: scaler.scale(v) for k, v in model.losses(*data).items()}
+    gs.backward(losses, {"trunk": model.trunk.parameters()}, gs.PCGrad())
+    scaler.unscale_(opt)
+    gs.backward(twin.losses(*data), {"trunk": twin.trunk.parameters()}, gs.PCGrad())
+    for (name, g), g2 in zip(grads(model).items(), grads(twin).values()):
+        torch.testing.assert_close(g, g2, rtol=1e-4, atol=1e-7, msg=name)
+    scaler.step(opt)
+    scaler.update()
+    # A non-finite step with on_nonfinite="skip": the scaler skips it and lowers its scale.
+    opt.zero_grad(set_to_none=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = {k: scaler.scale(v) for k, v in model.losses(*data).items()}
+    losses["regression"] = losses["regression"] * float("inf")
+    report = gs.backward(
+        losses, {"trunk": model.trunk.parameters()}, gs.PCGrad(), on_nonfinite="skip"
+    )
+    assert report.skipped
+    scale = scaler.get_scale()
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() < scale
+    for p, b in zip(model.parameters(), before):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=0)
