@@ -60,12 +60,12 @@ def run_comparison(
     """Train every config on every (target, seed); return all results."""
     meta = read_meta(data)
     pairs = [p for p in leave_one_domain_out(meta.domains) if targets is None or p[1] in targets]
-    jobs = [(c, s, t) for s_t in pairs for c in configs for s in seeds for t in [s_t]]
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is part of the examples extra
         tqdm = None
-    bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr) if tqdm else None
+    total = len(pairs) * len(configs) * len(seeds)
+    bar = tqdm(total=total, disable=not progress, file=sys.stderr) if tqdm else None
     results = []
     for sources, target in pairs:
         splits = load_dg_splits(data, target=target, sources=sources)

@@ -284,4 +284,3 @@ def train_run(
         trajectory=trajectory,
         seconds=time.perf_counter() - start,
     )
-

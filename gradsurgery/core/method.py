@@ -42,7 +42,8 @@ def _nonfinite_rows(block: BlockGradients) -> list[int]:
     diag = block.gramian.diagonal()
     if bool(torch.isfinite(diag).all()):
         return []
-    # The Gramian also overflows on huge but finite rows: look at the rows themselves.
+    # compute_gramian rescales huge but finite rows, so a non-finite diagonal means a NaN or
+    # Inf entry; find the rows that hold one, to name their objectives.
     return [i for i in range(block.matrix.shape[0]) if not bool(block.matrix[i].isfinite().all())]
 
 

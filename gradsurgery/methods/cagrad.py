@@ -7,6 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..core.checks import nonnegative, one_of
 from ..core.method import Decision, Method
 from ..core.signals import SignalMap
 from ..core.simplex import minimize_on_simplex
@@ -134,13 +135,9 @@ class CAGrad(Method):
         scale: Literal["sum", "mean"] = "sum",
     ) -> None:
         super().__init__()
-        if not (isinstance(c, (int, float)) and np.isfinite(c) and c >= 0):
-            raise ValueError(f"c must be a finite number >= 0, got {c!r}")
-        if rescale not in (0, 1, 2):
-            raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
-        if scale not in ("sum", "mean"):
-            raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
-        self.c = float(c)
+        self.c = nonnegative("c", c)
+        one_of("rescale", rescale, (0, 1, 2))
+        one_of("scale", scale, ("sum", "mean"))
         self.rescale: Literal[0, 1, 2] = rescale
         self.scale: Literal["sum", "mean"] = scale
 

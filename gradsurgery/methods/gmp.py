@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..core.checks import nonnegative, one_of
 from ..core.gramian import cosines
 from ..core.method import Decision, Method
 from ..core.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
@@ -177,20 +178,14 @@ class GMP(Method):
         coefficient: CoefficientForm = "published",
     ) -> None:
         super().__init__()
-        for key, value in (("alpha_k", alpha_k), ("alpha_p", alpha_p), ("eps", eps)):
-            if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
-                raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
-        if modulation not in _MODULATIONS:
-            raise ValueError(f"modulation must be one of {_MODULATIONS}, got {modulation!r}")
-        if projection not in _PROJECTIONS:
-            raise ValueError(f"projection must be one of {_PROJECTIONS}, got {projection!r}")
-        if coefficient not in ("published", "continuous"):
-            raise ValueError(
-                f"coefficient must be 'published' or 'continuous', got {coefficient!r}"
-            )
+        self.alpha_k = nonnegative("alpha_k", alpha_k)
+        self.alpha_p = nonnegative("alpha_p", alpha_p)
+        self.eps = nonnegative("eps", eps)
+        one_of("modulation", modulation, _MODULATIONS)
+        one_of("projection", projection, _PROJECTIONS)
+        one_of("coefficient", coefficient, ("published", "continuous"))
         if cls == dom:
             raise ValueError(f"cls and dom must be different objective names, got {cls!r} twice")
-        self.alpha_k, self.alpha_p, self.eps = float(alpha_k), float(alpha_p), float(eps)
         self.cls, self.dom = cls, dom
         self.modulation: Modulation = modulation
         self.projection: Projection = projection

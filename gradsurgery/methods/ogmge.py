@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..core.checks import nonnegative, one_of
 from ..core.method import Decision, Method
 from ..core.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
 from ..core.rng import SeededGenerator
@@ -87,17 +88,12 @@ class OGMGE(Method):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if not (isinstance(alpha, (int, float)) and 0 <= alpha < float("inf")):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if coefficient not in ("published", "continuous"):
-            raise ValueError(
-                f"coefficient must be 'published' or 'continuous', got {coefficient!r}"
-            )
+        self.alpha = nonnegative("alpha", alpha)
+        one_of("coefficient", coefficient, ("published", "continuous"))
         if end_epoch is not None and end_epoch < start_epoch:
             raise ValueError(f"end_epoch ({end_epoch}) is before start_epoch ({start_epoch})")
         if end_step is not None and start_step is not None and end_step < start_step:
             raise ValueError(f"end_step ({end_step}) is before start_step ({start_step})")
-        self.alpha = float(alpha)
         self.ge = bool(ge)
         self.coefficient: CoefficientForm = coefficient
         self.start_epoch, self.end_epoch = start_epoch, end_epoch

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..core.checks import one_of
 from ..core.method import Decision, Method
 from ..core.projection import project_conflicting
 from ..core.rng import SeededGenerator
@@ -84,8 +85,7 @@ class PCGrad(Method):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        one_of("reduction", reduction, ("sum", "mean"))
         self.reduction = reduction
         self.seed = seed
         self._rng = SeededGenerator(seed, generator)
