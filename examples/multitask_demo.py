@@ -59,8 +59,9 @@ def train(method_cfg: str | dict, *, steps: int, seed: int) -> dict[str, float]:
             "task2": nn.functional.mse_loss(p2, y2[idx]),
         }
         opt.zero_grad(set_to_none=True)
-        report = gs.backward(losses, {"trunk": model.trunk.parameters()}, method)
-        conflicts += int(report.blocks["trunk"].conflict.any())
+        report = gs.backward(losses, {"trunk": model.trunk}, method, diagnostics=True)
+        conflict = report.blocks["trunk"].conflict
+        conflicts += int(conflict is not None and bool(conflict.any()))
         opt.step()
     elapsed = time.perf_counter() - start
     with torch.no_grad():
@@ -78,7 +79,7 @@ def main() -> None:
     print(f"two-task regression, shared trunk, {args.steps} Adam steps, {args.seeds} seeds")
     print("| method | task1 test MSE | task2 test MSE | mean | steps with conflict | s/run |")
     print("|---|---|---|---|---|---|")
-    for name in gs.available():
+    for name in gs.available(kind="multitask"):
         runs = [train(name, steps=args.steps, seed=s) for s in range(args.seeds)]
         avg = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
         print(

@@ -6,13 +6,20 @@ One interface for every method: blocks (named parameter sets) × objectives (nam
 
 from . import signals
 from ._version import __version__
-from .autograd import backward
+from .autograd import backward, gradient_table, write_grads
 from .core import (
     Block,
     BlockGradients,
     BlockReport,
+    Context,
+    CrossBlockMethod,
     Decision,
+    ElementwiseMethod,
     GradientTable,
+    GradSurgeryWarning,
+    GramianPolicy,
+    GramianWeighting,
+    LossWeighting,
     Method,
     NonFiniteGradientError,
     Report,
@@ -29,8 +36,15 @@ __all__ = [
     "BlockGradients",
     "BlockReport",
     "CAGrad",
+    "Context",
+    "CrossBlockMethod",
     "Decision",
+    "ElementwiseMethod",
+    "GradSurgeryWarning",
     "GradientTable",
+    "GramianPolicy",
+    "GramianWeighting",
+    "LossWeighting",
     "Mean",
     "Method",
     "NonFiniteGradientError",
@@ -43,6 +57,8 @@ __all__ = [
     "available",
     "backward",
     "build",
+    "gradient_table",
     "register",
     "signals",
+    "write_grads",
 ]

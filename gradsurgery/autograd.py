@@ -1,94 +1,214 @@
 """Autograd integration: ``gradsurgery.backward`` replaces ``loss.backward()``.
 
-Data flows one way: losses → gradient table → method → updates → ``.grad``. This module
-knows nothing of any method's math.
+``backward`` is the composition of three public steps, each usable alone:
+
+1. `gradient_table` — back-propagate the losses into a `gradsurgery.GradientTable`;
+2. ``method.apply(table, signals)`` — one update per block and a report;
+3. `write_grads` — accumulate the updates (and the plain gradients of the leaves outside
+   the blocks) into ``.grad``.
+
+Data flows one way: losses → table → method → updates → ``.grad``. This module knows
+nothing of any method's math.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from .core.blocks import Block, make_blocks
+from .core.blocks import BlockSpec, make_blocks
+from .core.gramian import GramianPolicy
 from .core.method import Method, OnNonFinite
 from .core.report import Report
 from .core.signals import SignalMap
 from .core.table import GradientTable
+from .engines import Engine, get_engine
 
-__all__ = ["backward"]
+__all__ = ["Losses", "TableHook", "backward", "gradient_table", "write_grads"]
+
+Losses = Mapping[str, torch.Tensor] | Sequence[torch.Tensor]
+"""Objective names mapped to scalar losses, or a sequence of them (named ``"0"``, ...)."""
+
+TableHook = Callable[[GradientTable], GradientTable | None]
+"""Runs on the built table before any decision (e.g. a cross-process reduction); returns
+the table to use, or ``None`` after changing it in place."""
 
 
-def _check_losses(losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if isinstance(losses, torch.Tensor) or not isinstance(losses, Mapping):
-        raise TypeError(
-            f"losses must be a mapping {{objective name: scalar loss}}, got {type(losses).__name__}"
+def _check_loss(name: str, loss: object, what: str) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"{what} {name!r}: loss is a {type(loss).__name__}, not a tensor")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"{what} {name!r}: loss must be a scalar, got shape {tuple(loss.shape)}; "
+            "reduce it (e.g. .mean()) first"
         )
-    if not losses:
-        raise ValueError("losses is empty: give at least one {objective: loss} entry")
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{what} {name!r}: loss does not require grad (it depends on no "
+            "parameter, or was computed under torch.no_grad())"
+        )
+    return loss.reshape(())
+
+
+def _named(losses: object, what: str) -> dict[str, torch.Tensor]:
+    if isinstance(losses, torch.Tensor):
+        raise TypeError(
+            f"{what} must be a mapping {{objective name: scalar loss}} or a sequence of "
+            f"scalar losses, got one tensor; for a single loss use [loss]"
+        )
+    if isinstance(losses, Mapping):
+        items = list(losses.items())
+    elif isinstance(losses, Sequence) and not isinstance(losses, (str, bytes)):
+        items = [(str(i), loss) for i, loss in enumerate(losses)]
+    else:
+        raise TypeError(
+            f"{what} must be a mapping {{objective name: scalar loss}} or a sequence of "
+            f"scalar losses, got {type(losses).__name__}"
+        )
     out = {}
-    for name, loss in losses.items():
+    for name, loss in items:
         if not isinstance(name, str):
             raise TypeError(f"objective names must be strings, got {name!r}")
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(f"objective {name!r}: loss is a {type(loss).__name__}, not a tensor")
-        if loss.numel() != 1:
-            raise ValueError(
-                f"objective {name!r}: loss must be a scalar, got shape {tuple(loss.shape)}; "
-                "reduce it (e.g. .mean()) first"
-            )
-        if not loss.requires_grad:
-            raise ValueError(
-                f"objective {name!r}: loss does not require grad (it depends on no "
-                "parameter, or was computed under torch.no_grad())"
-            )
-        out[name] = loss.reshape(())
+        out[name] = _check_loss(name, loss, "objective" if what == "losses" else "extra loss")
     return out
 
 
-def _leaves(losses: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """Every leaf tensor that requires grad and that some loss reaches, in a fixed order."""
-    found: dict[int, torch.Tensor] = {}
-    stack = []
-    for loss in losses:
-        if loss.grad_fn is None:
-            found.setdefault(id(loss), loss)
-        else:
-            stack.append(loss.grad_fn)
-    seen: set[torch.autograd.graph.Node] = set()
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            found.setdefault(id(variable), variable)
-        stack.extend(child for child, _ in node.next_functions if child is not None)
-    return list(found.values())
+def gradient_table(
+    losses: Losses,
+    blocks: Mapping[str, BlockSpec],
+    *,
+    engine: str | Engine = "table",
+    gramian: GramianPolicy | None = None,
+    reduce: TableHook | None = None,
+    extra: Losses | None = None,
+    retain_graph: bool = False,
+) -> GradientTable:
+    """Step 1: back-propagate every objective into a gradient table.
+
+    Args:
+        losses: Objective names mapped to scalar losses (the mapping's order is the row
+            order), or a sequence of losses (objectives ``"0"``, ``"1"``, ...).
+        blocks: Block names mapped to an ``nn.Module``, named parameters or an iterable of
+            parameters; blocks must not overlap. Frozen parameters are skipped.
+        engine: How to build the table: ``"table"`` (one ``autograd.grad`` pass per
+            objective; exact) or an engine object.
+        gramian: Where and in which dtype the blocks' Gramians are kept.
+        reduce: A hook run on the table before any decision (e.g. averaging the rows across
+            processes).
+        extra: Losses outside the surgery (e.g. a regularizer on the heads, even one that
+            reaches no block): their plain gradient is added to every leaf they reach, block
+            parameters included, after the method's update.
+        retain_graph: Keep the graph after the last pass.
+
+    Returns:
+        The table; it knows the parameters, so `write_grads` can write it back.
+
+    Raises:
+        ValueError: On a non-scalar loss, a loss that requires no grad or reaches no block
+            parameter, bad blocks (see `gradsurgery.core.make_blocks`), a sparse gradient
+            in a block, reentrant checkpointing, or a block no objective reaches.
+        TypeError: On arguments of the wrong type.
+    """
+    named = _named(losses, "losses")
+    if not named:
+        raise ValueError("losses is empty: give at least one {objective: loss} entry")
+    side = list(_named(extra, "extra").values()) if extra is not None else []
+    made = make_blocks(blocks)
+    table = get_engine(engine).build(
+        named, made, extra=side, policy=gramian or GramianPolicy(), retain_graph=retain_graph
+    )
+    for block in table.blocks.values():
+        if not any(block.reached):
+            raise ValueError(f"block {block.name!r}: no objective reaches any of its parameters")
+    if reduce is not None:
+        reduced = reduce(table)
+        table = table if reduced is None else reduced
+    return table
 
 
-def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """Add ``grad`` into ``param.grad`` the way autograd does (set if None, else add)."""
-    if param.grad is None:
-        param.grad = grad.detach()
-    else:
-        param.grad.add_(grad)
+def write_grads(
+    table: GradientTable, updates: Mapping[str, torch.Tensor], report: Report | None = None
+) -> None:
+    """Step 3: accumulate each block's update into its parameters' ``.grad``.
+
+    Every leaf is written in one ``torch.autograd.backward`` call over the leaves, so
+    ``.grad`` is set (when ``None``) or added to exactly as ``loss.backward()`` does, and
+    each parameter's post-accumulate-grad hooks fire once. Block parameters receive their
+    slice of the update (plus the block's `bypass` from extra losses); leaves outside the
+    blocks receive the table's plain gradients. A block parameter that no objective reaches
+    keeps its ``.grad`` untouched (noted in ``report``).
+
+    Args:
+        table: A table built by `gradient_table` (it knows the parameters).
+        updates: ``{block: (P,) update}`` as returned by `gradsurgery.Method.apply`.
+        report: If given, notes about unreached parameters are appended to it.
+
+    Raises:
+        ValueError: If the table was built from plain matrices, or an update is missing or
+            has the wrong shape.
+    """
+    leaves: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    for name, block in table.blocks.items():
+        if block.block is None:
+            raise ValueError(
+                f"block {name!r} was built from a plain matrix and has no parameters to write "
+                "into; build the table with gradsurgery.gradient_table"
+            )
+        update = updates.get(name)
+        if update is None:
+            raise ValueError(f"no update for block {name!r}; got {sorted(updates)}")
+        if update.shape != (block.matrix.shape[1],):
+            raise ValueError(
+                f"block {name!r}: expected an update of shape ({block.matrix.shape[1]},), "
+                f"got {tuple(update.shape)}"
+            )
+        if block.bypass is not None:
+            update = update + block.bypass
+        views = block.split(update.detach())
+        for param, pname, view, hit in zip(
+            block.block.params, block.block.param_names, views, block.param_reached
+        ):
+            if hit:
+                leaves.append(param)
+                grads.append(view)
+            elif report is not None:
+                report.notes.append(
+                    f"block {name!r}: parameter {pname!r} (shape {tuple(param.shape)}) is "
+                    "reached by no objective; its .grad was left untouched"
+                )
+        if report is not None and block.block.frozen:
+            report.notes.append(
+                f"block {name!r}: {len(block.block.frozen)} frozen parameter(s) skipped "
+                f"(requires_grad=False): {list(block.block.frozen)}"
+            )
+    for leaf, grad in table.outside:
+        leaves.append(leaf)
+        grads.append(grad.detach())
+    if leaves:
+        torch.autograd.backward(leaves, grad_tensors=grads)
 
 
 def backward(
-    losses: Mapping[str, torch.Tensor],
-    blocks: Mapping[str, Iterable[torch.Tensor]],
+    losses: Losses,
+    blocks: Mapping[str, BlockSpec],
     method: Method,
     signals: SignalMap | None = None,
     *,
     on_nonfinite: OnNonFinite = "raise",
+    diagnostics: bool = False,
+    engine: str | Engine = "table",
+    gramian: GramianPolicy | None = None,
+    reduce: TableHook | None = None,
+    extra: Losses | None = None,
     retain_graph: bool = False,
 ) -> Report:
     """Back-propagate several objectives, apply a method per block, write ``.grad``.
 
     Use it in place of ``loss.backward()``; the optimizer, LR scheduler, gradient clipping
-    and ``zero_grad`` are used as usual.
+    and ``zero_grad`` are used as usual. It is ``gradient_table`` → ``method.apply`` →
+    ``write_grads``.
 
     What each parameter receives (accumulated into ``.grad`` like autograd: set when
     ``None``, added otherwise):
@@ -96,26 +216,38 @@ def backward(
     * **Block parameters**: the method's update for their block. A parameter that some
       objective does not reach contributes zeros to that objective's row. A block parameter
       that *no* objective reaches keeps its ``.grad`` untouched (``None`` stays ``None``),
-      as with autograd; the report lists it in its notes.
+      as with autograd; the report lists it in its notes. Frozen parameters are skipped.
     * **Every other parameter the losses reach** (heads, discriminators, anything outside
       the blocks): exactly the gradient of the plain sum ``Σ_i L_i``, up to floating-point
       summation order.
+    * **Extra losses** (``extra=``): their plain gradient, everywhere they reach.
+
+    Hooks: module and tensor backward hooks run during each objective's pass (so ``k``
+    times, seeing that objective's gradient); tensor hooks on the written leaves run once
+    more on the final gradient, and post-accumulate-grad hooks run exactly once per
+    parameter, as with ``loss.backward()``.
 
     Args:
-        losses: Objective names mapped to scalar losses. The mapping's order is the row
-            order of the gradient table.
-        blocks: Block names mapped to iterables of parameters; blocks must not overlap.
+        losses: Objective names mapped to scalar losses (the mapping's order is the row
+            order of the gradient table), or a sequence of losses (named ``"0"``, ...).
+        blocks: Block names mapped to modules, named parameters or parameters.
         method: The method, e.g. ``gradsurgery.PCGrad()``.
         signals: Per-(block, objective) scalars, e.g. ``{"video": {"cls": 0.8}}``.
         on_nonfinite: ``"raise"`` or ``"skip"``; see `gradsurgery.Method.apply`.
-        retain_graph: Keep the graph after the last objective's backward pass.
+        diagnostics: Compute cosines and conflicts for the report even when the method
+            does not need the Gramian.
+        engine: See `gradient_table`.
+        gramian: See `gradient_table`.
+        reduce: See `gradient_table`.
+        extra: See `gradient_table`.
+        retain_graph: Keep the graph after the last backward pass.
 
     Returns:
         The method's `gradsurgery.Report` for this step.
 
     Raises:
         ValueError: On a non-scalar loss, a loss that requires no grad or reaches no block
-            parameter, empty or overlapping blocks, or a block no objective reaches.
+            parameter, bad blocks, or a block no objective reaches.
         TypeError: On arguments of the wrong type.
     """
     if not isinstance(method, Method):
@@ -123,61 +255,17 @@ def backward(
             f"method must be a gradsurgery Method (e.g. gradsurgery.PCGrad()), "
             f"got {type(method).__name__}"
         )
-    named = _check_losses(losses)
-    made: tuple[Block, ...] = make_blocks(blocks)
-    block_params = [p for b in made for p in b.params]
-    block_ids = {id(p) for p in block_params}
-    others = [t for t in _leaves(named.values()) if id(t) not in block_ids]
-    inputs = block_params + others
-    n_block = len(block_params)
-    other_grads: list[torch.Tensor | None] = [None] * len(others)
-    reached_params = [False] * n_block
-    names = list(named)
-
-    def rows() -> Iterator[Sequence[torch.Tensor | None]]:
-        for i, name in enumerate(names):
-            last = i == len(names) - 1
-            grads = torch.autograd.grad(
-                named[name],
-                inputs,
-                retain_graph=retain_graph or not last,
-                allow_unused=True,
-                materialize_grads=False,
-            )
-            block_part = grads[:n_block]
-            if all(g is None for g in block_part):
-                raise ValueError(
-                    f"objective {name!r} does not depend on any block parameter "
-                    f"(blocks: {[b.name for b in made]})"
-                )
-            for j, g in enumerate(block_part):
-                reached_params[j] = reached_params[j] or g is not None
-            for j, g in enumerate(grads[n_block:]):
-                if g is not None:
-                    prev = other_grads[j]
-                    other_grads[j] = g if prev is None else prev + g
-            yield block_part
-
-    table = GradientTable.from_grads(names, made, rows())
-    for block in made:
-        reached = table[block.name].reached
-        if not any(reached):
-            raise ValueError(f"block {block.name!r}: no objective reaches any of its parameters")
-    updates, report = method.apply(table, signals, on_nonfinite=on_nonfinite)
-
-    start = 0
-    for block in made:
-        views = table[block.name].split(updates[block.name])
-        for offset, (param, view) in enumerate(zip(block.params, views)):
-            if reached_params[start + offset]:
-                _accumulate(param, view)
-            else:
-                report.notes.append(
-                    f"block {block.name!r}: parameter #{offset} (shape {tuple(param.shape)}) "
-                    "is reached by no objective; its .grad was left untouched"
-                )
-        start += len(block.params)
-    for param, grad in zip(others, other_grads):
-        if grad is not None:
-            _accumulate(param, grad)
+    table = gradient_table(
+        losses,
+        blocks,
+        engine=engine,
+        gramian=gramian,
+        reduce=reduce,
+        extra=extra,
+        retain_graph=retain_graph,
+    )
+    updates, report = method.apply(
+        table, signals, on_nonfinite=on_nonfinite, diagnostics=diagnostics
+    )
+    write_grads(table, updates, report)
     return report

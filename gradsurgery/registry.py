@@ -1,50 +1,106 @@
-"""Config: build any method from a name or a ``{"method": name, **hyper}`` mapping."""
+"""Config: build any method from a name or a ``{"method": name, **hyper}`` mapping.
+
+Methods register themselves where they are defined (``@register``); names are normalised
+the same way for registering and building: case-insensitive, ``-`` and ``_`` ignored.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from .core.method import Method
-from .methods.basic import Mean, Sum
-from .methods.cagrad import CAGrad
-from .methods.gmp import GMP
-from .methods.ogmge import OGMGE
-from .methods.pcgrad import PCGrad
+from .core.method import Family, Kind, Method
 
-__all__ = ["available", "build", "register"]
+__all__ = ["available", "build", "get", "normalize", "register"]
 
 _REGISTRY: dict[str, type[Method]] = {}
+_M = TypeVar("_M", bound=type[Method])
+_FAMILIES = ("gramian", "cross_block", "loss", "elementwise")
+_KINDS = ("multitask", "multimodal")
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Register a `gradsurgery.Method` subclass under its ``name`` (usable as a
-    class decorator for your own methods).
+def normalize(name: str) -> str:
+    """The registry key of a method name: ``"OGM-GE"`` → ``"ogmge"``."""
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def register(cls: _M) -> _M:
+    """Register a `gradsurgery.Method` subclass under its (normalised) ``name``; use it as a
+    class decorator, for the library's methods and your own.
 
     Raises:
+        TypeError: If ``cls`` is not a Method subclass.
         ValueError: If the name is empty or already taken by another class.
     """
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"expected a Method subclass, got {cls!r}")
-    name = cls.name
-    if not name:
+    if not isinstance(cls.name, str) or not normalize(cls.name):
         raise ValueError(f"{cls.__name__} has no `name`")
-    if _REGISTRY.get(name, cls) is not cls:
-        raise ValueError(f"method name {name!r} is already registered to {_REGISTRY[name]!r}")
-    _REGISTRY[name] = cls
+    if not hasattr(cls, "family"):
+        raise ValueError(
+            f"{cls.__name__} declares no `family`; subclass one of gradsurgery.core.families"
+        )
+    key = normalize(cls.name)
+    taken = _REGISTRY.get(key)
+    # The same class defined again (a module reloaded) may replace itself.
+    same = taken is not None and (taken.__module__, taken.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )
+    if taken is not None and not same:
+        raise ValueError(f"method name {key!r} is already registered to {taken!r}")
+    _REGISTRY[key] = cls
     return cls
 
 
-def available() -> list[str]:
-    """The registered method names, sorted."""
-    return sorted(_REGISTRY)
+def _load() -> None:
+    importlib.import_module("gradsurgery.methods")
 
 
-def hyperparameter_names(cls: type[Method]) -> list[str]:
-    """The keyword-only constructor arguments of a method class."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+def available(
+    *, kind: Kind | None = None, family: Family | None = None, objectives: int | None = None
+) -> list[str]:
+    """The registered method names, sorted, optionally filtered.
+
+    Args:
+        kind: Keep methods meant for ``"multitask"`` or ``"multimodal"`` training.
+        family: Keep one family (``"gramian"``, ``"cross_block"``, ``"loss"``,
+            ``"elementwise"``).
+        objectives: Keep methods that take this many objectives.
+    """
+    _load()
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    if family is not None and family not in _FAMILIES:
+        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
+    out = []
+    for name, cls in _REGISTRY.items():
+        if kind is not None and kind not in cls.kinds:
+            continue
+        if family is not None and cls.family != family:
+            continue
+        if objectives is not None and not (
+            cls.min_objectives <= objectives
+            and (cls.max_objectives is None or objectives <= cls.max_objectives)
+        ):
+            continue
+        out.append(name)
+    return sorted(out)
+
+
+def get(name: str) -> type[Method]:
+    """The method class registered under ``name`` (normalised).
+
+    Raises:
+        KeyError: Unknown method (the message lists the available ones).
+    """
+    _load()
+    cls = _REGISTRY.get(normalize(name))
+    if cls is None:
+        raise KeyError(f"unknown method {name!r}; available methods: {available()}")
+    return cls
 
 
 def build(cfg: str | Mapping[str, Any], /, **overrides: Any) -> Method:
@@ -52,8 +108,8 @@ def build(cfg: str | Mapping[str, Any], /, **overrides: Any) -> Method:
 
     Args:
         cfg: A method name (``"pcgrad"``) or a mapping ``{"method": name, **hyper}`` as read
-            from YAML/JSON (``{"method": "cagrad", "c": 0.4}``). Names are case-insensitive;
-            ``-`` and ``_`` are ignored (``"OGM-GE"`` = ``"ogmge"``).
+            from YAML/JSON/TOML (``{"method": "cagrad", "c": 0.4}``). Names are
+            case-insensitive; ``-`` and ``_`` are ignored (``"OGM-GE"`` = ``"ogmge"``).
         **overrides: Hyper-parameters that take precedence over the mapping's.
 
     Returns:
@@ -61,7 +117,9 @@ def build(cfg: str | Mapping[str, Any], /, **overrides: Any) -> Method:
 
     Raises:
         KeyError: Unknown method (the message lists the available ones).
-        TypeError: Unknown hyper-parameter (the message lists the valid ones).
+        TypeError: Unknown hyper-parameter (the message lists the valid ones), or a value of
+            the wrong type.
+        ValueError: A value out of range.
     """
     if isinstance(cfg, str):
         name, hyper = cfg, {}
@@ -75,18 +133,17 @@ def build(cfg: str | Mapping[str, Any], /, **overrides: Any) -> Method:
     if not isinstance(name, str):
         raise TypeError(f"method name must be a string, got {name!r}")
     hyper.update(overrides)
-    key = name.lower().replace("-", "").replace("_", "")
-    cls = _REGISTRY.get(key)
-    if cls is None:
-        raise KeyError(f"unknown method {name!r}; available methods: {available()}")
-    valid = hyperparameter_names(cls)
+    cls = get(name)
+    valid = _keyword_only(cls)
     unknown = sorted(set(hyper) - set(valid))
     if unknown:
         raise TypeError(
-            f"unknown hyper-parameter(s) {unknown} for method {key!r}; valid: {valid or 'none'}"
+            f"unknown hyper-parameter(s) {unknown} for method {normalize(name)!r}; "
+            f"valid: {valid or 'none'}"
         )
     return cls(**hyper)
 
 
-for _cls in (Sum, Mean, PCGrad, CAGrad, OGMGE, GMP):
-    register(_cls)
+def _keyword_only(cls: type[Method]) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]

@@ -13,7 +13,7 @@ def test_sum_and_mean_vectors() -> None:
 
 def test_sum_reports_no_change_and_the_cosines() -> None:
     method = gs.Sum()
-    method(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]), objectives=["a", "b"])
+    method(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]), objectives=["a", "b"], diagnostics=True)
     block = method.last_report.blocks["block"]
     assert block.changed is False
     assert bool(block.conflict[0, 1]) and bool(block.conflict[1, 0])

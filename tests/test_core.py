@@ -27,12 +27,12 @@ class TestBlocks:
     def test_overlap_names_parameter_and_both_blocks(self) -> None:
         p, q = params(3, 5)
         with pytest.raises(
-            ValueError, match=r"#0 \(shape \(5,\).*block 'b' is also parameter #1 of block 'a'"
+            ValueError, match=r"'#0' \(shape \(5,\).*block 'b' is also parameter '#1' of block 'a'"
         ):
             make_blocks({"a": [p, q], "b": [q]})
 
     def test_empty_block_and_empty_mapping(self) -> None:
-        with pytest.raises(ValueError, match="block 'a' has no parameters"):
+        with pytest.raises(ValueError, match="block 'a' has no trainable parameters"):
             make_blocks({"a": []})
         with pytest.raises(ValueError, match="blocks is empty"):
             make_blocks({})
@@ -49,8 +49,8 @@ class TestBlocks:
         with pytest.raises(TypeError, match="entry #0 is a int"):
             make_blocks({"a": [1]})  # type: ignore[list-item]
 
-    def test_parameter_without_grad(self) -> None:
-        with pytest.raises(ValueError, match="does not require grad"):
+    def test_block_of_only_frozen_parameters(self) -> None:
+        with pytest.raises(ValueError, match=r"'a' has no trainable parameters \(all 1 are frozen"):
             make_blocks({"a": [torch.zeros(2)]})
 
 
@@ -120,25 +120,31 @@ class TestRegistry:
         with pytest.raises(TypeError, match=r"\['alpha'\] for method 'cagrad'; valid: \['c', "):
             gs.build({"method": "cagrad", "alpha": 0.4})
 
-    def test_register_own_method(self) -> None:
-        class Half(gs.Method):
-            name = "half-test"
+    def test_register_own_method_then_build_it_by_any_spelling(self) -> None:
+        class Half(gs.GramianWeighting):
+            name = "My-Method"
+            uses_gramian = False
 
-            def decide(self, table, signals):
-                k = len(table.objectives)
-                return {
-                    b: gs.Decision(torch.full((k,), 0.5, dtype=torch.float64)) for b in table.blocks
-                }
+            def __init__(self, *, factor: float = 0.5) -> None:
+                super().__init__()
+                self.factor = factor
+
+            def weigh(self, context):
+                return gs.Decision(torch.full((context.k,), self.factor, dtype=torch.float64))
 
         gs.register(Half)
         try:
-            assert "half-test" in gs.available()
+            assert "mymethod" in gs.available()
+            for spelling in ("My-Method", "my_method", "MYMETHOD"):
+                built = gs.build({"method": spelling, "factor": 0.25})
+                assert type(built) is Half and built.hyperparameters() == {"factor": 0.25}
+            torch.testing.assert_close(built(torch.ones(2, 3)), torch.full((3,), 0.5))
             with pytest.raises(ValueError, match="already registered"):
                 gs.register(type("Other", (Half,), {}))
         finally:
             from gradsurgery import registry
 
-            registry._REGISTRY.pop("half-test")
+            registry._REGISTRY.pop("mymethod")
 
 
 def test_chunked_gramian_matches_the_plain_product() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gradsurgery as gs
-from gradsurgery.core.modulation import discrepancy_ratios, modulation_coefficient
+from gradsurgery.solvers.modulation import discrepancy_ratios, modulation_coefficient
 
 K1 = 1 - math.tanh(1.0)  # 1 − tanh(0.5 · 2)
 

@@ -120,7 +120,7 @@ def test_state_dict_keeps_epoch_step_and_generator() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="exactly one objective"):
+    with pytest.raises(ValueError, match="takes exactly 1 objective"):
         gs.OGMGE().apply(gs.GradientTable.from_matrices({"a": torch.ones(2, 3)}), None)
     with pytest.raises(gs.SignalError, match="block 'visual', objective 'loss' is missing"):
         apply(gs.OGMGE(), grads(), {"audio": {"loss": 0.5}})

@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 import gradsurgery as gs
-from gradsurgery.core.modulation import discrepancy_ratios
-from gradsurgery.registry import hyperparameter_names
 from gradsurgery.signals import split_linear_logits, true_class_confidence
+from gradsurgery.solvers.modulation import discrepancy_ratios
 
 from .features import DGSplits, MMDGSplit
 from .model import MMDGNet, Outputs
@@ -196,7 +195,8 @@ def _log_step(
             if key in block.details:
                 row[f"{key}/{m}"] = float(block.details[key])
         row[f"projected/{m}"] = float(bool(block.projected))
-        row[f"conflict/{m}"] = float(bool(block.conflict.any()))
+        if block.conflict is not None:
+            row[f"conflict/{m}"] = float(bool(block.conflict.any()))
     return row
 
 
@@ -234,9 +234,9 @@ def train_run(
     model = MMDGNet(in_dims, len(train.classes), len(splits.sources), **cfg.model).to(device)
     method = gs.build(cfg.method)
     seeded = isinstance(cfg.method, Mapping) and "seed" in cfg.method
-    if not seeded and "seed" in hyperparameter_names(type(method)):
+    if not seeded and "seed" in type(method).hyperparameter_names():
         method = gs.build(cfg.method, seed=seed)  # the run's seed also drives the method
-    single_objective = isinstance(method, gs.OGMGE)
+    single_objective = method.max_objectives == 1
     hp = cfg.train
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     gen = torch.Generator().manual_seed(seed)
@@ -267,7 +267,7 @@ def train_run(
                 losses = {"loss": sum(losses.values())}
                 method_signals = {m: {"loss": s["cls"]} for m, s in signals.items()}
             opt.zero_grad(set_to_none=True)
-            report = gs.backward(losses, blocks, method, method_signals)
+            report = gs.backward(losses, blocks, method, method_signals, diagnostics=True)
             opt.step()
             rows.append(_log_step(signals, report))
         trajectory.append({k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {})

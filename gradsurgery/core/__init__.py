@@ -1,7 +1,11 @@
-"""Core data model: blocks, the gradient table, signals, reports and the method interface."""
+"""Core data model: blocks, the gradient table, signals, reports, the method interface and
+the method families. No solver and no autograd lives here."""
 
-from .blocks import Block, make_blocks
-from .method import Decision, Method, NonFiniteGradientError
+from .blocks import Block, BlockSpec, make_blocks
+from .errors import GradSurgeryWarning, NonFiniteGradientError
+from .families import Context, CrossBlockMethod, ElementwiseMethod, GramianWeighting, LossWeighting
+from .gramian import GramianPolicy
+from .method import Decision, Method
 from .report import BlockReport, Report
 from .signals import SignalError, SignalMap, require_signal
 from .table import BlockGradients, GradientTable
@@ -10,8 +14,16 @@ __all__ = [
     "Block",
     "BlockGradients",
     "BlockReport",
+    "BlockSpec",
+    "Context",
+    "CrossBlockMethod",
     "Decision",
+    "ElementwiseMethod",
+    "GradSurgeryWarning",
     "GradientTable",
+    "GramianPolicy",
+    "GramianWeighting",
+    "LossWeighting",
     "Method",
     "NonFiniteGradientError",
     "Report",

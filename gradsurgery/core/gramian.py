@@ -7,9 +7,14 @@ over ``G`` (`combine`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
-__all__ = ["combine", "compute_gramian", "conflicts", "cosines"]
+from .errors import NonFiniteGradientError
+
+__all__ = ["GramianPolicy", "combine", "compute_gramian", "conflicts", "cosines"]
 
 #: Floating dtypes that are accumulated in float32 (half precisions lose too much).
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -19,28 +24,85 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
-def compute_gramian(matrix: torch.Tensor) -> torch.Tensor:
-    """Return ``G Gᵀ`` of a ``(k, P)`` matrix as a float64 CPU tensor.
+@dataclass(frozen=True)
+class GramianPolicy:
+    """Where and in which dtype a block's ``k x k`` Gramian is kept.
 
-    The product is taken on the matrix's device (in float32 for half precisions) and only
-    the ``k x k`` result is moved to the host, where the methods' small decisions run.
+    The product ``G Gᵀ`` is always taken on the rows' device (in float32 for half
+    precisions); the policy says what happens to the small result.
+
+    Attributes:
+        device: ``"cpu"`` (default) moves the Gramian to the host, where NumPy/SciPy
+            decisions run; ``"native"`` keeps it on the rows' device (no host transfer, for
+            decisions written in torch).
+        dtype: The Gramian's dtype (default float64, so that decisions on nearly parallel
+            rows keep their precision).
+    """
+
+    device: Literal["cpu", "native"] = "cpu"
+    dtype: torch.dtype = torch.float64
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "native"):
+            raise ValueError(f"GramianPolicy.device must be 'cpu' or 'native', got {self.device!r}")
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
+            raise ValueError(f"GramianPolicy.dtype must be a floating dtype, got {self.dtype!r}")
+
+
+def compute_gramian(matrix: torch.Tensor, policy: GramianPolicy | None = None) -> torch.Tensor:
+    """Return ``G Gᵀ`` of a ``(k, P)`` matrix, placed as the policy says.
+
+    Rows whose squared norms leave the working dtype's range are handled exactly: rows of
+    norm about ``1e-30`` in float32 (whose squares underflow to zero) and finite rows whose
+    squares overflow are rescaled by the largest entry and multiplied in float64. A Gramian
+    that overflows even float64 raises, so no method decides on an infinite Gramian. A row
+    more than about ``1e150`` times shorter than the longest row has a squared norm below
+    float64's range after that rescaling: it counts as a zero row for the decision (its
+    entries still enter the update through the weights).
 
     Args:
         matrix: Gradient rows, shape ``(k, P)``.
+        policy: Where and in which dtype to return it (default: float64 on the CPU).
 
     Returns:
-        The symmetric ``(k, k)`` Gramian in float64 on the CPU.
+        The symmetric ``(k, k)`` Gramian.
+
+    Raises:
+        NonFiniteGradientError: If the rows' squared norms overflow float64.
     """
+    policy = policy or GramianPolicy()
     if matrix.dim() != 2:
         raise ValueError(f"expected a (k, P) matrix, got shape {tuple(matrix.shape)}")
     work = matrix.to(_working_dtype(matrix.dtype))
-    gram = _gram(work).to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(gram.diagonal()).all()) and bool(torch.isfinite(matrix).all()):
-        # Finite rows whose squared norms overflow the working dtype: rescale, and finish in
-        # float64, so that only truly non-finite gradients are reported as such.
-        scale = matrix.abs().max().to(torch.float64)
-        gram = _gram(matrix.to(torch.float64) / scale).cpu() * scale**2
+    gram = _gram(work)
+    diag = gram.diagonal()
+    info = torch.finfo(work.dtype)
+    # Squares below tiny/eps have lost precision (or underflowed to 0); squares at inf have
+    # overflowed. Both are rare; only then is the (one-sync) slow path taken.
+    suspect = (diag < info.tiny / info.eps) | ~torch.isfinite(diag)
+    if bool(suspect.any()):
+        gram = _rescaled(matrix, gram, suspect)
+    target = matrix.device if policy.device == "native" else torch.device("cpu")
+    gram = gram.to(device=target, dtype=policy.dtype)
     return (gram + gram.T) / 2
+
+
+def _rescaled(matrix: torch.Tensor, gram: torch.Tensor, suspect: torch.Tensor) -> torch.Tensor:
+    """The Gramian recomputed in float64 after dividing by the largest entry."""
+    rows = matrix[suspect]
+    if not bool(torch.isfinite(rows).all()):
+        return gram  # truly non-finite entries: reported as such by the caller
+    if rows.abs().amax() == 0:
+        return gram  # the suspect rows are exactly zero: the Gramian is exact
+    # Every row not suspected has a finite squared norm, hence finite entries.
+    scale = matrix.abs().amax().to(torch.float64)
+    out = _gram(matrix.to(torch.float64) / scale) * scale**2
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteGradientError(
+            f"the squared norms of finite gradient rows overflow float64 (largest entry "
+            f"{float(scale):.3g}); scale the losses down"
+        )
+    return out
 
 
 #: A ``(k, P) x (P, k)`` product with a huge inner dimension is a poor fit for BLAS on both

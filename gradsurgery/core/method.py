@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from .gramian import combine, conflicts, cosines
+from .errors import NonFiniteGradientError
+from .gramian import combine
 from .report import BlockReport, Report
 from .signals import SignalMap
 from .table import BlockGradients, GradientTable
 
-__all__ = ["Decision", "Method", "NonFiniteGradientError", "OnNonFinite"]
+__all__ = ["STATE_FORMAT", "Decision", "Family", "Kind", "Method", "OnNonFinite", "copy_decision"]
 
 OnNonFinite = Literal["raise", "skip"]
+Family = Literal["gramian", "cross_block", "loss", "elementwise"]
+Kind = Literal["multitask", "multimodal"]
 
-
-class NonFiniteGradientError(FloatingPointError):
-    """A gradient row holds NaN or Inf."""
+#: Version of the `Method.state_dict` layout.
+STATE_FORMAT = 1
 
 
 @dataclass
@@ -31,36 +35,54 @@ class Decision:
         weights: ``(k,)`` float64 coefficients over the original rows.
         projected: Objectives whose rows were projected.
         details: Method-specific values for the report.
+        linear: Set to False by `Method.update` when the update is more than
+            ``Σ_i weights[i] g_i`` (noise, element-wise masks).
     """
 
     weights: torch.Tensor
     projected: tuple[str, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def _nonfinite_rows(block: BlockGradients) -> list[int]:
-    diag = block.gramian.diagonal()
-    if bool(torch.isfinite(diag).all()):
-        return []
-    # compute_gramian rescales huge but finite rows, so a non-finite diagonal means a NaN or
-    # Inf entry; find the rows that hold one, to name their objectives.
-    return [i for i in range(block.matrix.shape[0]) if not bool(block.matrix[i].isfinite().all())]
+    linear: bool = True
 
 
 class Method(abc.ABC):
     """Base class of every gradient-surgery method.
 
-    A method decides, from the gradient table (usually only its ``k x k`` Gramians) and the
-    signals, one weight per gradient row of each block; the update of a block is then one
-    weighted pass over its rows. Subclasses implement `decide`; the math lives in pure
-    functions, the class holds hyper-parameters and explicit state.
+    A method decides, from the gradient table (usually only its ``k x k`` Gramians, the
+    signals or the loss values), one weight per gradient row of each block; the update of a
+    block is then one weighted pass over its rows (`update`, which element-wise methods
+    replace). Subclass one of the families in `gradsurgery.core.families` rather than this
+    class: they own the loops. The math lives in pure functions; the class holds validated
+    hyper-parameters (keyword-only constructor arguments, each stored as the attribute of
+    the same name) and explicit state.
 
     Scale convention: on ``k`` identical rows ``g`` every method returns ``k·g``, the plain
-    sum (``Mean`` is the one exception: it is the mean by definition).
+    sum, unless its documentation declares otherwise (``Mean`` returns ``g``).
+
+    Class attributes declare what a method needs, so the core serves it and
+    `gradsurgery.available` can filter on it.
     """
 
     name: ClassVar[str] = ""
     """Registered name, used by `gradsurgery.build`."""
+    family: ClassVar[Family]
+    """``"gramian"``, ``"cross_block"``, ``"loss"`` or ``"elementwise"``."""
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"multitask"})
+    """The settings it is meant for: ``"multitask"`` and/or ``"multimodal"``."""
+    min_objectives: ClassVar[int] = 1
+    """The fewest objectives it takes."""
+    max_objectives: ClassVar[int | None] = None
+    """The most objectives it takes (``None``: any number)."""
+    needs_signals: ClassVar[tuple[str, ...]] = ()
+    """The signals it reads, described (empty: none)."""
+    needs_losses: ClassVar[bool] = False
+    """Whether it reads the objectives' loss values from the table."""
+    stateful: ClassVar[bool] = False
+    """Whether it keeps state across steps (saved by `state_dict`)."""
+    uses_gramian: ClassVar[bool] = False
+    """Whether its decision reads the blocks' Gramians (computed before it decides)."""
+    not_hyperparameters: ClassVar[tuple[str, ...]] = ("generator",)
+    """Constructor arguments that are not saved as hyper-parameters."""
 
     def __init__(self) -> None:
         self.last_report: Report | None = None
@@ -71,16 +93,14 @@ class Method(abc.ABC):
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
         """Return one `Decision` per block of ``table``."""
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """The constructor's keyword arguments, as given (shown by ``repr``)."""
-        return {}
+    def update(self, block: BlockGradients, decision: Decision) -> torch.Tensor:
+        """Form one block's ``(P,)`` update from its rows and the decision.
 
-    def finalize(self, block: BlockGradients, update: torch.Tensor, decision: Decision) -> bool:
-        """Modify ``update`` in place after the weighted sum; return True if it did.
-
-        The default does nothing. OGM-GE adds its Generalization Enhancement noise here.
+        The default is the weighted sum ``Σ_i w_i g_i``. This is the one place to transform
+        rows or the update element-wise (GradDrop's masks, OGM-GE's noise); an override
+        that goes beyond the weighted sum sets ``decision.linear = False``.
         """
-        return False
+        return combine(decision.weights, block.matrix)
 
     def _get_state(self) -> dict[str, Any]:
         return {}
@@ -95,12 +115,58 @@ class Method(abc.ABC):
 
     # -- provided ----------------------------------------------------------------------
 
+    @classmethod
+    def hyperparameter_names(cls) -> list[str]:
+        """The keyword-only constructor arguments saved as hyper-parameters."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [
+            p.name
+            for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in cls.not_hyperparameters
+        ]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor's keyword arguments, as validated (derived from the signature)."""
+        out = {}
+        for name in self.hyperparameter_names():
+            if not hasattr(self, name):
+                raise TypeError(
+                    f"{type(self).__name__} takes hyper-parameter {name!r} but keeps no "
+                    f"attribute {name!r}; store it as self.{name}"
+                )
+            out[name] = getattr(self, name)
+        return out
+
+    def check_table(self, table: GradientTable) -> None:
+        """Raise a clear error when the table does not fit the method's declared needs."""
+        k = table.k
+        high = self.max_objectives
+        if k < self.min_objectives or (high is not None and k > high):
+            allowed = (
+                f"exactly {high}"
+                if high == self.min_objectives
+                else f"{self.min_objectives} to {high}"
+                if high is not None
+                else f"at least {self.min_objectives}"
+            )
+            raise ValueError(
+                f"{type(self).__name__} takes {allowed} objective(s), got {k}: "
+                f"{list(table.objectives)}"
+            )
+        if self.needs_losses and table.losses is None:
+            raise ValueError(
+                f"{type(self).__name__} reads the objectives' loss values, but the table has "
+                "none; build it with gradsurgery.gradient_table (or pass losses= to "
+                "GradientTable.from_matrices / the method call)"
+            )
+
     def apply(
         self,
         table: GradientTable,
         signals: SignalMap | None = None,
         *,
         on_nonfinite: OnNonFinite = "raise",
+        diagnostics: bool = False,
     ) -> tuple[dict[str, torch.Tensor], Report]:
         """Compute one update vector per block.
 
@@ -112,6 +178,8 @@ class Method(abc.ABC):
                 returns the plain sum of the rows (non-finite, so ``GradScaler`` skips the
                 optimizer step) and marks the report ``skipped``; the method's state does
                 not advance.
+            diagnostics: Compute every block's Gramian for the report's cosines and
+                conflicts even when the method does not need it (one pass over the rows).
 
         Returns:
             ``(updates, report)``: ``updates[block]`` is a ``(P,)`` tensor in the block's
@@ -119,53 +187,50 @@ class Method(abc.ABC):
         """
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-        bad = {name: _nonfinite_rows(b) for name, b in table.blocks.items()}
-        bad = {name: rows for name, rows in bad.items() if rows}
-        if bad:
-            where = "; ".join(
-                f"block {name!r}, objective(s) {[table.objectives[i] for i in rows]}"
-                for name, rows in bad.items()
-            )
+        self.check_table(table)
+        if not table.finite():
+            bad = table.nonfinite_rows()
+            where = "; ".join(f"block {name!r}, objective(s) {rows}" for name, rows in bad.items())
+            message = f"non-finite gradient (NaN or Inf) in {where}"
             if on_nonfinite == "raise":
                 raise NonFiniteGradientError(
-                    f"non-finite gradient (NaN or Inf) in {where}; pass on_nonfinite='skip' "
-                    "to skip the surgery on such steps"
+                    f"{message}; pass on_nonfinite='skip' to skip the surgery on such steps"
                 )
-            return self._plain_sum(table, note=f"skipped: non-finite gradient in {where}")
+            return self._plain_sum(table, note=f"skipped: {message}")
+        if self.uses_gramian or diagnostics:
+            # Gramians first: an overflow is found before any state advances.
+            try:
+                for block in table.blocks.values():
+                    _ = block.gramian
+            except NonFiniteGradientError as error:
+                if on_nonfinite == "raise":
+                    raise
+                return self._plain_sum(table, note=f"skipped: {error}")
         decisions = self.decide(table, signals)
         updates: dict[str, torch.Tensor] = {}
         blocks: dict[str, BlockReport] = {}
         for name, block in table.blocks.items():
             decision = decisions[name]
-            update = combine(decision.weights, block.matrix)
-            noised = self.finalize(block, update, decision)
-            updates[name] = update
-            gram = block.gramian
+            updates[name] = self.update(block, decision)
             blocks[name] = BlockReport(
                 weights=decision.weights,
-                cosine=cosines(gram),
-                conflict=conflicts(gram),
-                changed=noised or not bool((decision.weights == 1).all()),
+                changed=not decision.linear or not bool((decision.weights == 1).all()),
                 projected=decision.projected,
                 details=decision.details,
+                linear=decision.linear,
+                gramian=block.gramian if block.has_gramian else None,
             )
-        report = Report(self.name, table.objectives, blocks)
+        report = Report(self.name, table.objectives, blocks, engine=table.engine)
         self.last_report = report
         return updates, report
 
     def _plain_sum(self, table: GradientTable, note: str) -> tuple[dict[str, torch.Tensor], Report]:
         updates = {name: b.matrix.sum(0) for name, b in table.blocks.items()}
-        k = len(table.objectives)
-        blocks = {
-            name: BlockReport(
-                weights=torch.ones(k, dtype=torch.float64),
-                cosine=torch.full((k, k), float("nan"), dtype=torch.float64),
-                conflict=torch.zeros(k, k, dtype=torch.bool),
-                changed=False,
-            )
-            for name in table.blocks
-        }
-        report = Report(self.name, table.objectives, blocks, skipped=True, notes=[note])
+        ones = torch.ones(table.k, dtype=torch.float64)
+        blocks = {name: BlockReport(weights=ones, changed=False) for name in table.blocks}
+        report = Report(
+            self.name, table.objectives, blocks, skipped=True, notes=[note], engine=table.engine
+        )
         self.last_report = report
         return updates, report
 
@@ -176,8 +241,10 @@ class Method(abc.ABC):
         *,
         signals: SignalMap | None = None,
         objectives: Sequence[str] | None = None,
+        losses: torch.Tensor | Sequence[float] | None = None,
         block: str = "block",
         on_nonfinite: OnNonFinite = "raise",
+        diagnostics: bool = False,
     ) -> torch.Tensor:
         """Apply the method to one block given as a plain ``(k, P)`` tensor.
 
@@ -185,19 +252,22 @@ class Method(abc.ABC):
             matrix: ``(k, P)`` gradient rows (a ``(P,)`` vector counts as ``k = 1``).
             signals: Signals, keyed by ``block`` then objective.
             objectives: Row names (default ``"0"``, ``"1"``, ...).
+            losses: The objectives' loss values, for methods that read them.
             block: The block's name, used to look up signals and in errors.
             on_nonfinite: See `apply`.
+            diagnostics: See `apply`.
 
         Returns:
             The ``(P,)`` update; the report is in `last_report`.
         """
-        table = GradientTable.from_matrices({block: matrix}, objectives)
-        updates, _ = self.apply(table, signals, on_nonfinite=on_nonfinite)
+        table = GradientTable.from_matrices({block: matrix}, objectives, losses=losses)
+        updates, _ = self.apply(table, signals, on_nonfinite=on_nonfinite, diagnostics=diagnostics)
         return updates[block]
 
     def state_dict(self) -> dict[str, Any]:
         """The method's hyper-parameters and state, as ``torch.save``-able data."""
         return {
+            "format": STATE_FORMAT,
             "method": self.name,
             "hyperparameters": self.hyperparameters(),
             "state": self._get_state(),
@@ -207,8 +277,15 @@ class Method(abc.ABC):
         """Restore state saved by `state_dict`.
 
         Raises:
-            ValueError: If the saved method or hyper-parameters differ from this object's.
+            ValueError: If the saved format is newer than this library reads, or the saved
+                method or hyper-parameters differ from this object's.
         """
+        fmt = state_dict.get("format", 0)
+        if not isinstance(fmt, int) or fmt > STATE_FORMAT:
+            raise ValueError(
+                f"state_dict has format {fmt!r}; this version of gradsurgery reads formats up "
+                f"to {STATE_FORMAT}"
+            )
         if state_dict.get("method") != self.name:
             raise ValueError(
                 f"state_dict is for method {state_dict.get('method')!r}, not {self.name!r}"
@@ -226,3 +303,8 @@ class Method(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
+
+
+def copy_decision(decision: Decision) -> Decision:
+    """A shallow copy of a decision, for sharing one decision across blocks."""
+    return dataclasses.replace(decision, details=dict(decision.details))

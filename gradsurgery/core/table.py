@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from .blocks import Block
-from .gramian import compute_gramian
+from .gramian import GramianPolicy, compute_gramian
 
 __all__ = ["BlockGradients", "GradientTable"]
 
@@ -23,20 +23,51 @@ class BlockGradients:
             block's parameters (zeros where the objective does not reach a parameter).
         shapes: The shapes of the block's parameters, in flattening order.
         reached: Per objective, whether it reaches any parameter of the block.
+        block: The parameters the rows belong to (``None`` for a table built from plain
+            matrices, which has nothing to write into).
+        param_reached: Per parameter, whether any objective reaches it.
+        bypass: A ``(P,)`` gradient added to the block's update unchanged (from the
+            ``extra`` losses of `gradsurgery.gradient_table`), or ``None``.
+        policy: Where and in which dtype the Gramian is kept.
     """
 
     name: str
     matrix: torch.Tensor
     shapes: tuple[torch.Size, ...]
     reached: tuple[bool, ...]
+    block: Block | None = None
+    param_reached: tuple[bool, ...] = ()
+    bypass: torch.Tensor | None = None
+    policy: GramianPolicy = field(default_factory=GramianPolicy)
     _gramian: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def gramian(self) -> torch.Tensor:
-        """``G Gᵀ`` as a float64 CPU tensor, computed once on first use and shared."""
+        """``G Gᵀ``, computed once on first use (placed by `policy`) and shared."""
         if self._gramian is None:
-            self._gramian = compute_gramian(self.matrix)
+            self._gramian = compute_gramian(self.matrix, self.policy)
         return self._gramian
+
+    @property
+    def has_gramian(self) -> bool:
+        """Whether the Gramian has been computed (or given) already."""
+        return self._gramian is not None
+
+    def set_gramian(self, gramian: torch.Tensor) -> None:
+        """Replace the Gramian, e.g. by one summed over processes or over shards."""
+        k = self.matrix.shape[0]
+        if gramian.shape != (k, k):
+            raise ValueError(
+                f"block {self.name!r}: expected a ({k}, {k}) Gramian, got {tuple(gramian.shape)}"
+            )
+        self._gramian = gramian
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the block's parameters (``#i`` for plain matrices)."""
+        if self.block is not None:
+            return self.block.param_names
+        return tuple(f"#{i}" for i in range(len(self.shapes)))
 
     def split(self, vector: torch.Tensor) -> list[torch.Tensor]:
         """Split a ``(P,)`` vector into views shaped like the block's parameters."""
@@ -47,15 +78,28 @@ class BlockGradients:
 class GradientTable:
     """Each block's per-objective gradients, with their Gramians on demand.
 
-    Build one with `from_matrices` (plain tensors) or let `gradsurgery.backward`
-    build it from losses.
+    Build one with `from_matrices` (plain tensors) or with `gradsurgery.gradient_table`
+    (from losses).
 
     Args:
         objectives: Objective names, in row order.
         blocks: The blocks' gradients, in block order.
+        losses: The objectives' loss values, detached, shape ``(k,)``, for methods that read
+            them (`gradsurgery.Method.needs_losses`); ``None`` if unknown.
+        outside: ``(parameter, gradient)`` pairs for the leaves outside the blocks: the
+            plain gradient of ``Σ_i L_i`` (plus any extra losses), written unchanged.
+        engine: The name of the engine that built the table (``None`` for plain matrices).
     """
 
-    def __init__(self, objectives: Sequence[str], blocks: Sequence[BlockGradients]) -> None:
+    def __init__(
+        self,
+        objectives: Sequence[str],
+        blocks: Sequence[BlockGradients],
+        *,
+        losses: torch.Tensor | None = None,
+        outside: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+        engine: str | None = None,
+    ) -> None:
         self.objectives: tuple[str, ...] = tuple(objectives)
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objective names must be unique, got {self.objectives}")
@@ -72,12 +116,27 @@ class GradientTable:
             if block.name in self.blocks:
                 raise ValueError(f"block {block.name!r} appears twice")
             self.blocks[block.name] = block
+        if not self.blocks:
+            raise ValueError("a gradient table needs at least one block")
+        if losses is not None:
+            losses = losses.detach().reshape(-1)
+            if losses.shape != (len(self.objectives),):
+                raise ValueError(
+                    f"expected {len(self.objectives)} loss values for objectives "
+                    f"{list(self.objectives)}, got shape {tuple(losses.shape)}"
+                )
+        self.losses: torch.Tensor | None = losses
+        self.outside: list[tuple[torch.Tensor, torch.Tensor]] = list(outside)
+        self.engine = engine
 
     @classmethod
     def from_matrices(
         cls,
         matrices: Mapping[str, torch.Tensor],
         objectives: Sequence[str] | None = None,
+        *,
+        losses: torch.Tensor | Sequence[float] | None = None,
+        policy: GramianPolicy | None = None,
     ) -> GradientTable:
         """Build a table from ``{block: (k, P) tensor}``.
 
@@ -86,6 +145,8 @@ class GradientTable:
         Args:
             matrices: One ``(k, P)`` tensor per block (a ``(P,)`` tensor counts as ``k = 1``).
             objectives: Row names; defaults to ``"0", "1", ...``.
+            losses: The objectives' loss values, for methods that read them.
+            policy: Where and in which dtype Gramians are kept.
         """
         if not matrices:
             raise ValueError("matrices is empty: give at least one block")
@@ -107,61 +168,36 @@ class GradientTable:
                     matrix=m.detach(),
                     shapes=(torch.Size([m.shape[1]]),),
                     reached=(True,) * m.shape[0],
+                    param_reached=(True,),
+                    policy=policy or GramianPolicy(),
                 )
             )
         k = items[0].matrix.shape[0]
         names = tuple(objectives) if objectives is not None else tuple(str(i) for i in range(k))
-        return cls(names, items)
+        values = None
+        if losses is not None:
+            values = torch.as_tensor(losses, dtype=torch.float64)
+        return cls(names, items, losses=values)
 
-    @classmethod
-    def from_grads(
-        cls,
-        objectives: Sequence[str],
-        blocks: Sequence[Block],
-        grads: Iterable[Sequence[torch.Tensor | None]],
-    ) -> GradientTable:
-        """Build a table from per-objective gradient lists, one objective at a time.
+    @property
+    def k(self) -> int:
+        """The number of objectives."""
+        return len(self.objectives)
 
-        Args:
-            objectives: Objective names.
-            blocks: The blocks.
-            grads: Yields, for each objective in order, its gradients for every parameter of
-                every block (block order, then parameter order); ``None`` means "not
-                reached". A generator keeps only one objective's gradients alive at a time.
-        """
-        matrices = [
-            torch.zeros(len(objectives), b.numel, dtype=b.dtype, device=b.device) for b in blocks
-        ]
-        reached = [[False] * len(objectives) for _ in blocks]
-        rows = 0
-        for i, row in enumerate(grads):
-            if i >= len(objectives):
-                raise ValueError(f"more gradient rows than objectives {list(objectives)}")
-            flat = iter(row)
-            for b, block in enumerate(blocks):
-                start = 0
-                for p in block.params:
-                    g = next(flat)
-                    size = p.numel()
-                    if g is not None:
-                        matrices[b][i, start : start + size] = g.reshape(-1)
-                        reached[b][i] = True
-                    start += size
-            rows += 1
-        if rows != len(objectives):
-            raise ValueError(f"got {rows} gradient rows for objectives {list(objectives)}")
-        return cls(
-            objectives,
-            [
-                BlockGradients(
-                    name=block.name,
-                    matrix=matrix,
-                    shapes=tuple(p.shape for p in block.params),
-                    reached=tuple(hit),
-                )
-                for block, matrix, hit in zip(blocks, matrices, reached)
-            ],
-        )
+    def finite(self) -> bool:
+        """Whether every gradient row is finite (one host synchronisation for the table)."""
+        flags = [torch.isfinite(b.matrix).all() for b in self.blocks.values()]
+        return bool(torch.stack([f.cpu() for f in flags]).all())
+
+    def nonfinite_rows(self) -> dict[str, list[str]]:
+        """``{block: [objective, ...]}`` of the rows holding NaN or Inf (the slow path)."""
+        out: dict[str, list[str]] = {}
+        for name, block in self.blocks.items():
+            bad = (~torch.isfinite(block.matrix)).any(dim=1).cpu().tolist()
+            rows = [o for o, b in zip(self.objectives, bad) if b]
+            if rows:
+                out[name] = rows
+        return out
 
     def index(self, objective: str) -> int:
         """Row index of an objective; raises ``KeyError`` naming the known ones."""
@@ -171,6 +207,16 @@ class GradientTable:
             raise KeyError(
                 f"unknown objective {objective!r}; the table has {list(self.objectives)}"
             ) from None
+
+    def loss(self, objective: str) -> float:
+        """One objective's loss value.
+
+        Raises:
+            ValueError: If the table carries no loss values.
+        """
+        if self.losses is None:
+            raise ValueError("this gradient table carries no loss values")
+        return float(self.losses[self.index(objective)])
 
     def __getitem__(self, block: str) -> BlockGradients:
         try:

@@ -1,4 +1,4 @@
-"""The methods: each a thin class around pure functions of the Gramian and the signals."""
+"""The methods: each a thin class around pure functions, registered where it is defined."""
 
 from .basic import Mean, Sum
 from .cagrad import CAGrad

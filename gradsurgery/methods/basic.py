@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..core.method import Decision, Method
-from ..core.signals import SignalMap
-from ..core.table import GradientTable
+from ..core.families import Context, GramianWeighting
+from ..core.method import Decision, Kind
+from ..registry import register
 
-__all__ = ["Mean", "Sum"]
+__all__ = ["Mean", "Sum", "uniform_weights"]
+
+_BOTH: frozenset[Kind] = frozenset({"multitask", "multimodal"})
 
 
 def uniform_weights(k: int, value: float) -> torch.Tensor:
@@ -16,27 +18,37 @@ def uniform_weights(k: int, value: float) -> torch.Tensor:
     return torch.full((k,), value, dtype=torch.float64)
 
 
-class Sum(Method):
+@register
+class Sum(GramianWeighting):
     """Plain joint training: the update is ``Σ_i g_i``, exactly what autograd gives for
     ``Σ_i L_i``. The baseline every other method is compared with.
+
+    Args:
+        scope: Accepted for uniformity with the other weightings; it changes nothing here.
     """
 
     name = "sum"
+    kinds = _BOTH
+    uses_gramian = False
 
-    def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        k = len(table.objectives)
-        return {name: Decision(uniform_weights(k, 1.0)) for name in table.blocks}
+    def weigh(self, context: Context) -> Decision:
+        return Decision(uniform_weights(context.k, 1.0))
 
 
-class Mean(Method):
+@register
+class Mean(GramianWeighting):
     """The average gradient ``(1/k) Σ_i g_i``.
 
     The one method outside the library's scale convention: on ``k`` identical rows ``g`` it
     returns ``g``, not ``k·g``, because taking the mean is its whole purpose.
+
+    Args:
+        scope: Accepted for uniformity with the other weightings; it changes nothing here.
     """
 
     name = "mean"
+    kinds = _BOTH
+    uses_gramian = False
 
-    def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        k = len(table.objectives)
-        return {name: Decision(uniform_weights(k, 1.0 / k)) for name in table.blocks}
+    def weigh(self, context: Context) -> Decision:
+        return Decision(uniform_weights(context.k, 1.0 / context.k))

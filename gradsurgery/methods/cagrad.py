@@ -7,11 +7,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..core.checks import nonnegative, one_of
-from ..core.method import Decision, Method
-from ..core.signals import SignalMap
-from ..core.simplex import minimize_on_simplex
-from ..core.table import GradientTable
+from ..core.checks import check
+from ..core.families import Context, GramianWeighting, Scope
+from ..core.method import Decision
+from ..registry import register
+from ..solvers.simplex import minimize_on_simplex
 
 __all__ = ["CAGrad", "cagrad_weights"]
 
@@ -87,7 +87,8 @@ def cagrad_weights(
     return torch.from_numpy(weights), info
 
 
-class CAGrad(Method):
+@register
+class CAGrad(GramianWeighting):
     r"""CAGrad (Liu, Liu, Jin, Stone, Liu; NeurIPS 2021, "Conflict-Averse Gradient Descent
     for Multi-task Learning").
 
@@ -121,6 +122,7 @@ class CAGrad(Method):
         c: Ball radius relative to ``‖g_0‖`` (paper/official default 0.5).
         rescale: ``0``, ``1`` or ``2`` as above.
         scale: ``"sum"`` (multiply by ``k``) or ``"mean"``.
+        scope: ``"block"`` or ``"global"`` (one decision on all blocks together).
 
     Report details: ``w`` (dual weights), ``lambda``, ``solver_ok``, ``degenerate``.
     """
@@ -133,22 +135,15 @@ class CAGrad(Method):
         c: float = 0.5,
         rescale: Literal[0, 1, 2] = 2,
         scale: Literal["sum", "mean"] = "sum",
+        scope: Scope = "block",
     ) -> None:
-        super().__init__()
-        self.c = nonnegative("c", c)
-        one_of("rescale", rescale, (0, 1, 2))
-        one_of("scale", scale, ("sum", "mean"))
-        self.rescale: Literal[0, 1, 2] = rescale
-        self.scale: Literal["sum", "mean"] = scale
+        super().__init__(scope=scope)
+        self.c: float = check("c", c, "float", low=0.0)
+        self.rescale: Literal[0, 1, 2] = check("rescale", rescale, "int", options=(0, 1, 2))
+        self.scale: Literal["sum", "mean"] = check("scale", scale, "str", options=("sum", "mean"))
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"c": self.c, "rescale": self.rescale, "scale": self.scale}
-
-    def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        out = {}
-        for name, block in table.blocks.items():
-            weights, info = cagrad_weights(
-                block.gramian, self.c, rescale=self.rescale, scale=self.scale
-            )
-            out[name] = Decision(weights, details=info)
-        return out
+    def weigh(self, context: Context) -> Decision:
+        weights, info = cagrad_weights(
+            context.gramian, self.c, rescale=self.rescale, scale=self.scale
+        )
+        return Decision(weights, details=info)

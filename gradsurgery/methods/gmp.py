@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..core.checks import nonnegative, one_of
+from ..core.checks import check
+from ..core.families import CrossBlockMethod
 from ..core.gramian import cosines
-from ..core.method import Decision, Method
-from ..core.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
-from ..core.projection import dot, reject
+from ..core.method import Decision, Kind
 from ..core.signals import SignalMap, require_signal
 from ..core.table import GradientTable
+from ..registry import register
+from ..solvers.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
+from ..solvers.projection import dot, reject
 
 __all__ = ["GMP", "GMPBlockState", "gmp_block_weights"]
 
@@ -87,7 +89,8 @@ def gmp_block_weights(
     return new_c + new_d, projected, conflict
 
 
-class GMP(Method):
+@register
+class GMP(CrossBlockMethod):
     r"""GMP (Li, Shen, Li, Xu, Khan; AAAI-26, arXiv 2603.14175, "Gradient Modulation and
     Projection for multimodal domain generalization").
 
@@ -164,6 +167,13 @@ class GMP(Method):
     """
 
     name = "gmp"
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"multimodal"})
+    max_objectives = 2
+    needs_signals = (
+        "semantic confidence per modality block, for the classification objective",
+        "domain confidence per modality block, for the domain objective (if present)",
+    )
+    uses_gramian = True
 
     def __init__(
         self,
@@ -178,30 +188,18 @@ class GMP(Method):
         coefficient: CoefficientForm = "published",
     ) -> None:
         super().__init__()
-        self.alpha_k = nonnegative("alpha_k", alpha_k)
-        self.alpha_p = nonnegative("alpha_p", alpha_p)
-        self.eps = nonnegative("eps", eps)
-        one_of("modulation", modulation, _MODULATIONS)
-        one_of("projection", projection, _PROJECTIONS)
-        one_of("coefficient", coefficient, ("published", "continuous"))
+        self.alpha_k: float = check("alpha_k", alpha_k, "float", low=0.0)
+        self.alpha_p: float = check("alpha_p", alpha_p, "float", low=0.0)
+        self.eps: float = check("eps", eps, "float", low=0.0)
+        self.modulation: Modulation = check("modulation", modulation, "str", options=_MODULATIONS)
+        self.projection: Projection = check("projection", projection, "str", options=_PROJECTIONS)
+        self.coefficient: CoefficientForm = check(
+            "coefficient", coefficient, "str", options=("published", "continuous")
+        )
+        self.cls: str = check("cls", cls, "str")
+        self.dom: str = check("dom", dom, "str")
         if cls == dom:
             raise ValueError(f"cls and dom must be different objective names, got {cls!r} twice")
-        self.cls, self.dom = cls, dom
-        self.modulation: Modulation = modulation
-        self.projection: Projection = projection
-        self.coefficient: CoefficientForm = coefficient
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "alpha_k": self.alpha_k,
-            "alpha_p": self.alpha_p,
-            "eps": self.eps,
-            "cls": self.cls,
-            "dom": self.dom,
-            "modulation": self.modulation,
-            "projection": self.projection,
-            "coefficient": self.coefficient,
-        }
 
     def _check_table(self, table: GradientTable) -> bool:
         unknown = [o for o in table.objectives if o not in (self.cls, self.dom)]

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from ..core.checks import nonnegative, one_of
-from ..core.method import Decision, Method
-from ..core.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
+from ..core.checks import check
+from ..core.families import CrossBlockMethod
+from ..core.gramian import combine
+from ..core.method import Decision, Kind
 from ..core.rng import SeededGenerator
 from ..core.signals import SignalMap, require_signal
 from ..core.table import BlockGradients, GradientTable
+from ..registry import register
+from ..solvers.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
 
 __all__ = ["OGMGE"]
 
 
-class OGMGE(Method):
+@register
+class OGMGE(CrossBlockMethod):
     r"""OGM-GE (Peng, Wei, Deng, Wang, Hu; CVPR 2022, "Balanced Multimodal Learning via
     On-the-fly Gradient Modulation").
 
@@ -72,6 +76,10 @@ class OGMGE(Method):
     """
 
     name = "ogmge"
+    kinds: ClassVar[frozenset[Kind]] = frozenset({"multimodal"})
+    max_objectives = 1
+    needs_signals = ("semantic confidence per modality block, for the fused objective",)
+    stateful = True
 
     def __init__(
         self,
@@ -88,34 +96,24 @@ class OGMGE(Method):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.alpha = nonnegative("alpha", alpha)
-        one_of("coefficient", coefficient, ("published", "continuous"))
+        self.alpha: float = check("alpha", alpha, "float", low=0.0)
+        self.ge: bool = check("ge", ge, "bool")
+        self.coefficient: CoefficientForm = check(
+            "coefficient", coefficient, "str", options=("published", "continuous")
+        )
+        self.start_epoch: int = check("start_epoch", start_epoch, "int", low=0)
+        self.end_epoch: int | None = check("end_epoch", end_epoch, "int", optional=True)
+        self.start_step: int | None = check("start_step", start_step, "int", optional=True)
+        self.end_step: int | None = check("end_step", end_step, "int", optional=True)
         if end_epoch is not None and end_epoch < start_epoch:
             raise ValueError(f"end_epoch ({end_epoch}) is before start_epoch ({start_epoch})")
         if end_step is not None and start_step is not None and end_step < start_step:
             raise ValueError(f"end_step ({end_step}) is before start_step ({start_step})")
-        self.ge = bool(ge)
-        self.coefficient: CoefficientForm = coefficient
-        self.start_epoch, self.end_epoch = start_epoch, end_epoch
-        self.start_step, self.end_step = start_step, end_step
-        self.eps = float(eps)
-        self.seed = seed
+        self.eps: float = check("eps", eps, "float", low=0.0)
+        self.seed: int = check("seed", seed, "int")
         self._rng = SeededGenerator(seed, generator)
         self.epoch = 0
         self.step = 0
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "ge": self.ge,
-            "coefficient": self.coefficient,
-            "start_epoch": self.start_epoch,
-            "end_epoch": self.end_epoch,
-            "start_step": self.start_step,
-            "end_step": self.end_step,
-            "eps": self.eps,
-            "seed": self.seed,
-        }
 
     def set_epoch(self, epoch: int) -> None:
         """Tell the method the current epoch (for the modulation window)."""
@@ -133,10 +131,6 @@ class OGMGE(Method):
         return in_epoch and in_step
 
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        if len(table.objectives) != 1:
-            raise ValueError(
-                f"OGM-GE takes exactly one objective (the fused loss), got {list(table.objectives)}"
-            )
         objective = table.objectives[0]
         names = list(table.blocks)
         active = self.active
@@ -156,9 +150,11 @@ class OGMGE(Method):
             out[m] = Decision(weights, details={"rho": rho[m], "k": k, "active": active})
         return out
 
-    def finalize(self, block: BlockGradients, update: torch.Tensor, decision: Decision) -> bool:
+    def update(self, block: BlockGradients, decision: Decision) -> torch.Tensor:
+        """The modulated gradient, plus the Generalization Enhancement noise when active."""
+        update = combine(decision.weights, block.matrix)
         if not (self.ge and decision.details["active"]):
-            return False
+            return update
         stds = []
         for part, grad in zip(block.split(update), block.split(block.matrix[0])):
             work = grad if grad.dtype == torch.float64 else grad.float()
@@ -167,7 +163,8 @@ class OGMGE(Method):
             part.add_(noise.to(part.dtype), alpha=std)
             stds.append(std)
         decision.details["noise_std"] = stds
-        return True
+        decision.linear = False
+        return update
 
     def reset(self) -> None:
         super().reset()

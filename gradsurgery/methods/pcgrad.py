@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 import torch
 
-from ..core.checks import one_of
-from ..core.method import Decision, Method
-from ..core.projection import project_conflicting
+from ..core.checks import check
+from ..core.families import Context, GramianWeighting, Scope
+from ..core.method import Decision
 from ..core.rng import SeededGenerator
-from ..core.signals import SignalMap
-from ..core.table import GradientTable
+from ..registry import register
+from ..solvers.projection import project_conflicting
 
 __all__ = ["PCGrad", "pcgrad_weights"]
 
@@ -38,7 +38,8 @@ def pcgrad_weights(
     return weights, projected
 
 
-class PCGrad(Method):
+@register
+class PCGrad(GramianWeighting):
     r"""PCGrad (Yu, Kumar, Gupta, Levine, Hausman, Finn; NeurIPS 2020, "Gradient Surgery for
     Multi-Task Learning"), Algorithm 1.
 
@@ -71,11 +72,14 @@ class PCGrad(Method):
         reduction: ``"sum"`` or ``"mean"`` of the projected rows.
         seed: Seed of the visiting-order generator (used when ``generator`` is None).
         generator: A ``torch.Generator`` to draw the orders from.
+        scope: ``"block"`` (per block, fresh orders for each) or ``"global"`` (one decision
+            on all blocks together, as the reference code on all shared parameters).
 
     Report details: ``order`` (the visiting orders of this step).
     """
 
     name = "pcgrad"
+    stateful = True
 
     def __init__(
         self,
@@ -83,31 +87,26 @@ class PCGrad(Method):
         reduction: Literal["sum", "mean"] = "sum",
         seed: int = 0,
         generator: torch.Generator | None = None,
+        scope: Scope = "block",
     ) -> None:
-        super().__init__()
-        one_of("reduction", reduction, ("sum", "mean"))
-        self.reduction = reduction
-        self.seed = seed
+        super().__init__(scope=scope)
+        self.reduction: Literal["sum", "mean"] = check(
+            "reduction", reduction, "str", options=("sum", "mean")
+        )
+        self.seed: int = check("seed", seed, "int")
         self._rng = SeededGenerator(seed, generator)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "seed": self.seed}
 
     def _orders(self, k: int) -> list[list[int]]:
         return [[j for j in self._rng.permutation(k) if j != i] for i in range(k)]
 
-    def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        k = len(table.objectives)
-        out = {}
-        for name, block in table.blocks.items():
-            orders = self._orders(k)
-            weights, projected = pcgrad_weights(block.gramian, orders, self.reduction)
-            out[name] = Decision(
-                weights,
-                projected=tuple(o for o, p in zip(table.objectives, projected.tolist()) if p),
-                details={"order": orders},
-            )
-        return out
+    def weigh(self, context: Context) -> Decision:
+        orders = self._orders(context.k)
+        weights, projected = pcgrad_weights(context.gramian, orders, self.reduction)
+        return Decision(
+            weights,
+            projected=tuple(o for o, p in zip(context.objectives, projected.tolist()) if p),
+            details={"order": orders},
+        )
 
     def reset(self) -> None:
         super().reset()
