@@ -1,4 +1,8 @@
-"""Shared test helpers: Hypothesis strategies and the per-method cases of the property suite."""
+"""Shared test helpers: Hypothesis strategies and the per-method cases of the property suite.
+
+Each method joins the property suite through one `Case` in one of the ``cases_*.py`` files
+(grouped by family), merged into `CASES` here.
+"""
 
 from __future__ import annotations
 
@@ -28,36 +32,46 @@ class Case:
 
     Attributes:
         make: Builds the method with its defaults.
+        seeded: Builds the method with a given seed (stochastic methods: their permutation
+            property is checked in expectation over seeds).
         ks: The numbers of objectives the method accepts (None: any).
         objectives: Row names for ``k`` rows.
         signals: Signals for a block named ``"block"`` given the row names.
+        losses: Loss values for ``k`` objectives (loss-based methods), or None.
         scale: What ``k`` identical rows ``g`` return, as a multiple of ``g``.
-        deterministic: Whether the output is a function of the input alone.
+        scale_variant: For methods outside the scale convention by default: builds the
+            opt-in variant that follows it (e.g. ``normalize="sum"``); the scale test runs
+            on it, and `scale_exception` says why the default differs.
+        scale_exception: Why the default is outside the scale convention.
+        degree: Degree of positive homogeneity: ``m(c·G) = c**degree · m(G)`` for c > 0.
+        linear: Whether the report's weights reproduce the update (False: element-wise).
     """
 
     make: Callable[[], gs.Method]
+    seeded: Callable[[int], gs.Method] | None = None
     ks: tuple[int, ...] | None = None
     objectives: Callable[[int], list[str]] = field(default=lambda k: [f"task{i}" for i in range(k)])
     signals: Callable[[list[str]], dict | None] = field(default=lambda names: None)
+    losses: Callable[[int], list[float]] | None = None
     scale: Callable[[int], float] = field(default=lambda k: float(k))
-    deterministic: bool = True
-
-
-CASES: dict[str, Case] = {
-    "sum": Case(gs.Sum),
-    "mean": Case(gs.Mean, scale=lambda k: 1.0),
-    "pcgrad": Case(gs.PCGrad, deterministic=False),
-    "cagrad": Case(gs.CAGrad),
-    # One modality block: ratios are 1, so GMP is CAGP with the tie rule; the multi-block
-    # behaviour has its own tests.
-    "gmp": Case(gs.GMP, ks=(1, 2), objectives=lambda k: ["cls", "dom"][:k]),
-    # The noise is covered by its own tests; the families check the deterministic part.
-    "ogmge": Case(lambda: gs.OGMGE(ge=False), ks=(1,), objectives=lambda k: ["loss"]),
-}
+    scale_variant: Callable[[], gs.Method] | None = None
+    scale_exception: str = ""
+    degree: float = 1.0
+    linear: bool = True
 
 
 def run(case: Case, matrix: torch.Tensor, method: gs.Method | None = None) -> torch.Tensor:
     """Apply a case's method to one block."""
     method = case.make() if method is None else method
     names = case.objectives(matrix.shape[0])
-    return method(matrix, objectives=names, signals=case.signals(names))
+    losses = case.losses(matrix.shape[0]) if case.losses is not None else None
+    return method(matrix, objectives=names, signals=case.signals(names), losses=losses)
+
+
+from cases_basic import CASES as _BASIC  # noqa: E402
+from cases_gramian import CASES as _GRAMIAN  # noqa: E402
+from cases_loss import CASES as _LOSS  # noqa: E402
+from cases_multimodal import CASES as _MULTIMODAL  # noqa: E402
+from cases_stochastic import CASES as _STOCHASTIC  # noqa: E402
+
+CASES: dict[str, Case] = {**_BASIC, **_GRAMIAN, **_STOCHASTIC, **_LOSS, **_MULTIMODAL}

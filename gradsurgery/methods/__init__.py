@@ -1,9 +1,20 @@
-"""The methods: each a thin class around pure functions, registered where it is defined."""
+"""The methods: each a thin class around pure functions, registered where it is defined.
+
+Every module of this package is imported here, so a new method is one new file: its
+``@register`` decorator makes it buildable by name.
+"""
+
+import importlib
+import pkgutil
 
 from .basic import Mean, Sum
 from .cagrad import CAGrad
 from .gmp import GMP
 from .ogmge import OGMGE
 from .pcgrad import PCGrad
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["GMP", "OGMGE", "CAGrad", "Mean", "PCGrad", "Sum"]
