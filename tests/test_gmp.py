@@ -246,8 +246,11 @@ def test_bad_objectives_and_hyperparameters() -> None:
     t = gs.GradientTable.from_matrices({"v": ABLATION_G}, ["dom", "other"])
     with pytest.raises(ValueError, match="GMP expects objectives 'cls'"):
         gs.GMP().apply(t, None)
+    # Custom objective names behave exactly as the defaults do (one modality: tie → cls).
     custom = gs.GMP(cls="task", dom="adv")
-    custom(ABLATION_G, objectives=["task", "adv"])
+    out = custom(ABLATION_G, objectives=["task", "adv"])
+    torch.testing.assert_close(out, gs.GMP()(ABLATION_G, objectives=["cls", "dom"]))
+    assert custom.last_report.blocks["block"].projected == ("task",)
     with pytest.raises(ValueError, match="modulation must be one of"):
         gs.GMP(modulation="both")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="alpha_k"):
