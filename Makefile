@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # torch 2.13.0 first: a pinned CPU-capable release that satisfies torch>=2.2.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo demo-multitask test lint docs bench clean
+.PHONY: demo demo-multitask test test-slow lint typecheck docs bench clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,19 @@ demo: $(VENV)/.installed-examples
 demo-multitask: $(VENV)/.installed-examples
 	$(PY) examples/multitask_demo.py
 
+# The fast suite (under 10 minutes on 2 cores); test-slow runs the end-to-end checks.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed-test
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -m slow
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check gradsurgery tests examples benchmarks
 	$(VENV)/bin/ruff format --check gradsurgery tests examples benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy --strict gradsurgery
 
 $(VENV)/.installed-docs: $(VENV)/.torch pyproject.toml
 	$(PIP) install --quiet -e ".[docs]"

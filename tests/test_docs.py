@@ -72,6 +72,7 @@ def test_api_reference_lists_every_public_name() -> None:
     assert not missing, f"add '::: NAME' entries to docs/api.md for: {missing}"
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install -e '.[docs]')")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}

@@ -17,6 +17,8 @@ from mmdg.features import load_dg_splits
 from mmdg.synthetic import write_synthetic_dataset
 from mmdg.train import RunConfig, RunResult, train_run
 
+pytestmark = pytest.mark.slow
+
 BASE = {
     "model": {"hidden": 64, "feat": 32, "reversal": 0.3},
     "loss": {"unimodal": 1.0, "domain": 1.0},
