@@ -371,3 +371,33 @@ def test_bad_arguments(tmp_path: Path) -> None:
             domains=["a"],
             backbones={"depth": _audio_stats},
         )
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_help_and_a_pooled_extraction(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mmdg.extract import main
+
+    image = pytest.importorskip("PIL.Image")
+    pytest.importorskip("scipy")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "feature-layout v1" in capsys.readouterr().out
+    raw = _fake_epic(tmp_path / "raw")
+    for frame in raw.rglob("frame_*.jpg"):  # real (tiny) JPEGs for the default decoder
+        image.new("RGB", (12, 10), (int(frame.stem[-3:]) % 255, 0, 0)).save(frame)
+    assert main(
+        ["--raw", str(raw), "--out", str(tmp_path / "feat"), "--dataset", "epic",
+         "--domains", "D1", "D2", "--splits", "train", "--modalities", "video", "audio",
+         "--dtype", "float32"]
+    ) == 0  # fmt: skip
+    meta = read_meta(tmp_path / "feat")
+    assert {m: s.shape for m, s in meta.modalities.items()} == {"video": (192,), "audio": (64,)}
+    data = load_split(tmp_path / "feat", ["D1", "D2"], "train")
+    assert data.features["video"].shape == (6, 192)
+    with pytest.raises(SystemExit):
+        main(["--raw", str(raw), "--out", "x", "--dataset", "epic", "--domains", "D1",
+              "--backbone", "depth=pooled"])  # fmt: skip

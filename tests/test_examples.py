@@ -1,0 +1,52 @@
+"""Every example script runs: the demos in a tiny configuration, every CLI with --help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+CLI_MODULES = sorted(
+    f"mmdg.{p.stem}"
+    for p in (EXAMPLES / "mmdg").glob("*.py")
+    if "def main(" in p.read_text() and p.stem != "__init__"
+)
+SCRIPTS = sorted(p for p in EXAMPLES.rglob("*.py") if "mmdg" not in p.parts)
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_every_mmdg_module_with_a_main_is_a_cli() -> None:
+    assert {"mmdg.avdigits", "mmdg.compare", "mmdg.extract", "mmdg.tune"} <= set(CLI_MODULES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_cli_prints_its_help(module: str) -> None:
+    result = _run([sys.executable, "-m", module, "--help"], EXAMPLES)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+#: Small arguments per standalone example script.
+TINY = {"multitask_demo.py": ["--steps", "3", "--seeds", "1"]}
+
+
+def test_every_standalone_script_has_a_tiny_configuration() -> None:
+    assert {p.name for p in SCRIPTS} <= set(TINY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_standalone_script_runs(script: Path) -> None:
+    result = _run([sys.executable, str(script), *TINY[script.name]], ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| method |" in result.stdout
