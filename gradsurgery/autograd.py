@@ -151,34 +151,23 @@ def write_grads(
     leaves: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     for name, block in table.blocks.items():
-        if block.block is None:
-            raise ValueError(
-                f"block {name!r} was built from a plain matrix and has no parameters to write "
-                "into; build the table with gradsurgery.gradient_table"
-            )
         update = updates.get(name)
         if update is None:
             raise ValueError(f"no update for block {name!r}; got {sorted(updates)}")
-        if update.shape != (block.matrix.shape[1],):
-            raise ValueError(
-                f"block {name!r}: expected an update of shape ({block.matrix.shape[1]},), "
-                f"got {tuple(update.shape)}"
-            )
-        if block.bypass is not None:
-            update = update + block.bypass
-        views = block.split(update.detach())
-        for param, pname, view, hit in zip(
-            block.block.params, block.block.param_names, views, block.param_reached
+        for param, grad in block.param_grads(update):
+            leaves.append(param)
+            grads.append(grad)
+        if report is None or block.block is None:
+            continue
+        for param, pname, hit in zip(
+            block.block.params, block.block.param_names, block.param_reached
         ):
-            if hit:
-                leaves.append(param)
-                grads.append(view)
-            elif report is not None:
+            if not hit:
                 report.notes.append(
                     f"block {name!r}: parameter {pname!r} (shape {tuple(param.shape)}) is "
                     "reached by no objective; its .grad was left untouched"
                 )
-        if report is not None and block.block.frozen:
+        if block.block.frozen:
             report.notes.append(
                 f"block {name!r}: {len(block.block.frozen)} frozen parameter(s) skipped "
                 f"(requires_grad=False): {list(block.block.frozen)}"

@@ -138,6 +138,7 @@ class ElementwiseMethod(Method):
     `transform`. Its nominal weights are all ones (the report marks it non-linear)."""
 
     family: ClassVar[Family] = "elementwise"
+    needs_rows: ClassVar[bool] = True
 
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
         ones = torch.ones(table.k, dtype=torch.float64)

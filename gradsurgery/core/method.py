@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from .errors import NonFiniteGradientError
-from .gramian import combine
 from .report import BlockReport, Report
 from .signals import SignalMap
 from .table import BlockGradients, GradientTable
@@ -81,6 +80,9 @@ class Method(abc.ABC):
     """Whether it keeps state across steps (saved by `state_dict`)."""
     uses_gramian: ClassVar[bool] = False
     """Whether its decision reads the blocks' Gramians (computed before it decides)."""
+    needs_rows: ClassVar[bool] = False
+    """Whether it reads the gradient rows themselves (element-wise steps, noise from the
+    rows' statistics, tracked gradients), which memory-light engines do not keep."""
     not_hyperparameters: ClassVar[tuple[str, ...]] = ("generator",)
     """Constructor arguments that are not saved as hyper-parameters."""
 
@@ -100,7 +102,7 @@ class Method(abc.ABC):
         rows or the update element-wise (GradDrop's masks, OGM-GE's noise); an override
         that goes beyond the weighted sum sets ``decision.linear = False``.
         """
-        return combine(decision.weights, block.matrix)
+        return block.combine(decision.weights)
 
     def _get_state(self) -> dict[str, Any]:
         return {}
@@ -152,6 +154,11 @@ class Method(abc.ABC):
             raise ValueError(
                 f"{type(self).__name__} takes {allowed} objective(s), got {k}: "
                 f"{list(table.objectives)}"
+            )
+        if self.needs_rows and not all(b.has_rows for b in table.blocks.values()):
+            raise ValueError(
+                f"{type(self).__name__} reads the gradient rows themselves, which the engine "
+                f"{table.engine!r} does not keep; use engine='table'"
             )
         if self.needs_losses and table.losses is None:
             raise ValueError(
@@ -225,8 +232,8 @@ class Method(abc.ABC):
         return updates, report
 
     def _plain_sum(self, table: GradientTable, note: str) -> tuple[dict[str, torch.Tensor], Report]:
-        updates = {name: b.matrix.sum(0) for name, b in table.blocks.items()}
         ones = torch.ones(table.k, dtype=torch.float64)
+        updates = {name: b.combine(ones) for name, b in table.blocks.items()}
         blocks = {name: BlockReport(weights=ones, changed=False) for name in table.blocks}
         report = Report(
             self.name, table.objectives, blocks, skipped=True, notes=[note], engine=table.engine

@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import torch
 
 from .blocks import Block
-from .gramian import GramianPolicy, compute_gramian
+from .gramian import GramianPolicy, combine, compute_gramian
 
-__all__ = ["BlockGradients", "GradientTable"]
+__all__ = ["BlockGradients", "GradientTable", "RowSource", "Writer"]
 
 
-@dataclass(eq=False)
+class RowSource(Protocol):
+    """What an engine that does not keep a block's ``(k, P)`` rows provides instead.
+
+    The memory-light engines decide on the Gramian and form the update without ever
+    holding every objective's gradient of the block at once.
+    """
+
+    def gramian(self) -> torch.Tensor:
+        """The ``(k, k)`` Gramian of the rows (float64 on the CPU unless told otherwise)."""
+        ...
+
+    def combine(self, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ_i w_i g_i`` as a ``(P,)`` tensor in the block's dtype and device."""
+        ...
+
+    def finite(self) -> torch.Tensor:
+        """A 0-d boolean tensor: whether every row is finite."""
+        ...
+
+
+Writer = Callable[[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]
+"""Maps a block's ``(P,)`` update to ``(leaf, gradient)`` pairs to accumulate."""
+
+
 class BlockGradients:
     """The gradients of every objective with respect to one block.
 
-    Attributes:
+    Args:
         name: The block's name.
         matrix: ``(k, P)`` tensor; row ``i`` is objective ``i``'s gradient flattened over the
-            block's parameters (zeros where the objective does not reach a parameter).
+            block's parameters (zeros where the objective does not reach a parameter); or
+            ``None`` when an engine keeps only a `RowSource`.
         shapes: The shapes of the block's parameters, in flattening order.
         reached: Per objective, whether it reaches any parameter of the block.
         block: The parameters the rows belong to (``None`` for a table built from plain
@@ -29,23 +53,86 @@ class BlockGradients:
         bypass: A ``(P,)`` gradient added to the block's update unchanged (from the
             ``extra`` losses of `gradsurgery.gradient_table`), or ``None``.
         policy: Where and in which dtype the Gramian is kept.
+        source: The rows' stand-in when ``matrix`` is ``None``.
+        writer: How an update becomes parameter gradients, when it is not a flat vector
+            over the parameters (e.g. a gradient with respect to the block's output, sent
+            back through it); by default the update is split over the reached parameters.
+        numel: ``P``, when there is no matrix to read it from.
     """
 
-    name: str
-    matrix: torch.Tensor
-    shapes: tuple[torch.Size, ...]
-    reached: tuple[bool, ...]
-    block: Block | None = None
-    param_reached: tuple[bool, ...] = ()
-    bypass: torch.Tensor | None = None
-    policy: GramianPolicy = field(default_factory=GramianPolicy)
-    _gramian: torch.Tensor | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        name: str,
+        matrix: torch.Tensor | None,
+        shapes: tuple[torch.Size, ...],
+        reached: tuple[bool, ...],
+        *,
+        block: Block | None = None,
+        param_reached: tuple[bool, ...] = (),
+        bypass: torch.Tensor | None = None,
+        policy: GramianPolicy | None = None,
+        source: RowSource | None = None,
+        writer: Writer | None = None,
+        numel: int | None = None,
+    ) -> None:
+        if matrix is None and source is None:
+            raise ValueError(f"block {name!r}: give the rows (matrix) or a row source")
+        self.name = name
+        self._matrix = matrix
+        self.shapes = shapes
+        self.reached = reached
+        self.block = block
+        self.param_reached = param_reached or (True,) * len(shapes)
+        self.bypass = bypass
+        self.policy = policy or GramianPolicy()
+        self.source = source
+        self.writer = writer
+        self._numel = numel
+        self._gramian: torch.Tensor | None = None
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The ``(k, P)`` rows.
+
+        Raises:
+            ValueError: If the engine that built the table keeps no rows (memory-light
+                engines); methods that read rows declare ``needs_rows``.
+        """
+        if self._matrix is None:
+            raise ValueError(
+                f"block {self.name!r}: the engine that built this table keeps no gradient rows "
+                "(only their Gramian); use a method that does not read rows, or engine='table'"
+            )
+        return self._matrix
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether the ``(k, P)`` rows are held."""
+        return self._matrix is not None
+
+    @property
+    def k(self) -> int:
+        """The number of objectives."""
+        return len(self.reached)
+
+    @property
+    def numel(self) -> int:
+        """``P``, the length of the block's update."""
+        if self._matrix is not None:
+            return int(self._matrix.shape[1])
+        if self._numel is not None:
+            return self._numel
+        return sum(int(torch.Size(s).numel()) for s in self.shapes)
 
     @property
     def gramian(self) -> torch.Tensor:
         """``G Gᵀ``, computed once on first use (placed by `policy`) and shared."""
         if self._gramian is None:
-            self._gramian = compute_gramian(self.matrix, self.policy)
+            if self._matrix is not None:
+                self._gramian = compute_gramian(self._matrix, self.policy)
+            else:
+                assert self.source is not None
+                self._gramian = self.source.gramian()
         return self._gramian
 
     @property
@@ -55,12 +142,26 @@ class BlockGradients:
 
     def set_gramian(self, gramian: torch.Tensor) -> None:
         """Replace the Gramian, e.g. by one summed over processes or over shards."""
-        k = self.matrix.shape[0]
+        k = self.k
         if gramian.shape != (k, k):
             raise ValueError(
                 f"block {self.name!r}: expected a ({k}, {k}) Gramian, got {tuple(gramian.shape)}"
             )
         self._gramian = gramian
+
+    def combine(self, weights: torch.Tensor) -> torch.Tensor:
+        """The weighted sum of the rows ``Σ_i w_i g_i``, a ``(P,)`` tensor."""
+        if self._matrix is not None:
+            return combine(weights, self._matrix)
+        assert self.source is not None
+        return self.source.combine(weights)
+
+    def finite(self) -> torch.Tensor:
+        """A 0-d boolean tensor: whether every row is finite (no host synchronisation)."""
+        if self._matrix is not None:
+            return torch.isfinite(self._matrix).all()
+        assert self.source is not None
+        return self.source.finite()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -73,6 +174,41 @@ class BlockGradients:
         """Split a ``(P,)`` vector into views shaped like the block's parameters."""
         sizes = [int(torch.Size(s).numel()) for s in self.shapes]
         return [part.view(shape) for part, shape in zip(torch.split(vector, sizes), self.shapes)]
+
+    def param_grads(self, update: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(parameter, gradient)`` pairs to accumulate for an update of this block.
+
+        The bypass gradient (extra losses) is added; parameters no objective reaches are left
+        out.
+
+        Raises:
+            ValueError: If the block has no parameters (a table from plain matrices) or the
+                update has the wrong shape.
+        """
+        if self.block is None:
+            raise ValueError(
+                f"block {self.name!r} was built from a plain matrix and has no parameters to "
+                "write into; build the table with gradsurgery.gradient_table"
+            )
+        if update.shape != (self.numel,):
+            raise ValueError(
+                f"block {self.name!r}: expected an update of shape ({self.numel},), "
+                f"got {tuple(update.shape)}"
+            )
+        if self.writer is not None:
+            pairs = self.writer(update.detach())
+        else:
+            views = self.split(update.detach())
+            pairs = [
+                (p, v) for p, v, hit in zip(self.block.params, views, self.param_reached) if hit
+            ]
+        if self.bypass is None:
+            return pairs
+        extra = dict(zip(map(id, self.block.params), self.split(self.bypass)))
+        return [(p, g + extra[id(p)]) for p, g in pairs]
+
+    def __repr__(self) -> str:
+        return f"BlockGradients(name={self.name!r}, k={self.k}, P={self.numel})"
 
 
 class GradientTable:
@@ -107,11 +243,11 @@ class GradientTable:
             raise ValueError("a gradient table needs at least one objective")
         self.blocks: dict[str, BlockGradients] = {}
         for block in blocks:
-            k = block.matrix.shape[0] if block.matrix.dim() == 2 else -1
-            if k != len(self.objectives):
+            shape = tuple(block.matrix.shape) if block.has_rows else (block.k,)
+            if len(shape) != (2 if block.has_rows else 1) or shape[0] != len(self.objectives):
                 raise ValueError(
                     f"block {block.name!r}: expected a ({len(self.objectives)}, P) matrix for "
-                    f"objectives {self.objectives}, got shape {tuple(block.matrix.shape)}"
+                    f"objectives {self.objectives}, got shape {shape}"
                 )
             if block.name in self.blocks:
                 raise ValueError(f"block {block.name!r} appears twice")
@@ -164,10 +300,10 @@ class GradientTable:
                 raise TypeError(f"block {name!r}: expected a floating matrix, got {m.dtype}")
             items.append(
                 BlockGradients(
-                    name=name,
-                    matrix=m.detach(),
-                    shapes=(torch.Size([m.shape[1]]),),
-                    reached=(True,) * m.shape[0],
+                    name,
+                    m.detach(),
+                    (torch.Size([m.shape[1]]),),
+                    (True,) * m.shape[0],
                     param_reached=(True,),
                     policy=policy or GramianPolicy(),
                 )
@@ -186,13 +322,17 @@ class GradientTable:
 
     def finite(self) -> bool:
         """Whether every gradient row is finite (one host synchronisation for the table)."""
-        flags = [torch.isfinite(b.matrix).all() for b in self.blocks.values()]
+        flags = [b.finite() for b in self.blocks.values()]
         return bool(torch.stack([f.cpu() for f in flags]).all())
 
     def nonfinite_rows(self) -> dict[str, list[str]]:
         """``{block: [objective, ...]}`` of the rows holding NaN or Inf (the slow path)."""
         out: dict[str, list[str]] = {}
         for name, block in self.blocks.items():
+            if not block.has_rows:
+                if not bool(block.finite()):
+                    out[name] = list(self.objectives)  # which rows: unknown without them
+                continue
             bad = (~torch.isfinite(block.matrix)).any(dim=1).cpu().tolist()
             rows = [o for o, b in zip(self.objectives, bad) if b]
             if rows:
@@ -225,5 +365,5 @@ class GradientTable:
             raise KeyError(f"unknown block {block!r}; the table has {list(self.blocks)}") from None
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{n}: {tuple(b.matrix.shape)}" for n, b in self.blocks.items())
+        shapes = ", ".join(f"{n}: ({b.k}, {b.numel})" for n, b in self.blocks.items())
         return f"GradientTable(objectives={list(self.objectives)}, blocks={{{shapes}}})"

@@ -127,10 +127,10 @@ class TableEngine:
             names,
             [
                 BlockGradients(
-                    name=block.name,
-                    matrix=matrices[b],
-                    shapes=tuple(p.shape for p in block.params),
-                    reached=tuple(reached[b]),
+                    block.name,
+                    matrices[b],
+                    tuple(p.shape for p in block.params),
+                    tuple(reached[b]),
                     block=block,
                     param_reached=tuple(param_reached[b]),
                     bypass=bypass[b],

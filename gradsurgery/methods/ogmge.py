@@ -80,6 +80,7 @@ class OGMGE(CrossBlockMethod):
     max_objectives = 1
     needs_signals = ("semantic confidence per modality block, for the fused objective",)
     stateful = True
+    needs_rows = True  # GE noise uses each tensor's gradient std
 
     def __init__(
         self,
