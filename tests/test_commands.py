@@ -33,6 +33,7 @@ SHRINK = {
     "benchmarks/aggregate.py": ["--p", "4096", "--repeat", "1", "--ks", "2"],
     "examples/multitask_demo.py": ["--steps", "3", "--seeds", "1"],
     "mmdg.compare": ["--seeds", "1", "--epochs", "1", "--targets", "en", "--no-plots", "--quiet"],
+    "mmdg.minimal": ["--epochs", "1"],
 }
 #: Commands that need optional extras; run with --help when those are missing.
 NEEDS = {"mmdg.avdigits": ("espeakng_loader", "sklearn"), "mmdg.acoustic": ("espeakng_loader",)}

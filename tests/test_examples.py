@@ -50,3 +50,11 @@ def test_standalone_script_runs(script: Path) -> None:
     result = _run([sys.executable, str(script), *TINY[script.name]], ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| method |" in result.stdout
+
+
+@pytest.mark.slow
+def test_minimal_mmdg_loop_trains() -> None:
+    result = _run([sys.executable, "-m", "mmdg.minimal", "--epochs", "1"], EXAMPLES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = float(result.stdout.strip().rsplit(" ", 1)[-1])
+    assert 0.1 < accuracy <= 1.0  # above chance after one epoch (10 classes)
