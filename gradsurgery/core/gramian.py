@@ -55,10 +55,9 @@ def compute_gramian(matrix: torch.Tensor, policy: GramianPolicy | None = None) -
     Rows whose squared norms leave the working dtype's range are handled exactly: rows of
     norm about ``1e-30`` in float32 (whose squares underflow to zero) and finite rows whose
     squares overflow are rescaled by the largest entry and multiplied in float64. A Gramian
-    that overflows even float64 raises, so no method decides on an infinite Gramian. A row
-    more than about ``1e150`` times shorter than the longest row has a squared norm below
-    float64's range after that rescaling: it counts as a zero row for the decision (its
-    entries still enter the update through the weights).
+    that overflows even float64 raises, so no method decides on an infinite Gramian. A row of
+    norm below about ``1e-154`` has a squared norm below float64's range: it counts as a zero
+    row for the decision (its entries still enter the update through the weights).
 
     Args:
         matrix: Gradient rows, shape ``(k, P)``.
