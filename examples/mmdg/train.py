@@ -32,7 +32,6 @@ from torch import nn
 
 import gradsurgery as gs
 from gradsurgery.signals import split_linear_logits, true_class_confidence
-from gradsurgery.solvers.modulation import discrepancy_ratios
 
 from .features import DGSplits, MMDGSplit
 from .model import MMDGNet, Outputs
@@ -177,20 +176,33 @@ def _signals(
     return signals
 
 
+def _ratios(values: Mapping[str, float], *, inverse: bool = False) -> dict[str, float]:
+    """Each modality's value against the mean of the others (GMP's Eq. 8; ``inverse`` for σ).
+
+    Logged for every method, so joint training shows the imbalance GMP reacts to."""
+    out = {}
+    for m, mine in values.items():
+        others = [v for n, v in values.items() if n != m]
+        mean = sum(others) / len(others)
+        out[m] = (mean / (mine + 1e-6)) if inverse else (mine / (mean + 1e-6))
+    return out
+
+
 def _log_step(
     signals: Mapping[str, Mapping[str, torch.Tensor]], report: gs.Report
 ) -> dict[str, float]:
     values = {m: {o: float(v) for o, v in s.items()} for m, s in signals.items()}
     row: dict[str, float] = {}
     if len(values) > 1:
-        rho = discrepancy_ratios({m: v["cls"] for m, v in values.items()}, eps=1e-6)
+        rho = _ratios({m: v["cls"] for m, v in values.items()})
         row.update({f"rho/{m}": r for m, r in rho.items()})
         if all("dom" in v for v in values.values()):
-            sigma = discrepancy_ratios(
-                {m: v["dom"] for m, v in values.items()}, eps=1e-6, inverse=True
-            )
+            sigma = _ratios({m: v["dom"] for m, v in values.items()}, inverse=True)
             row.update({f"sigma/{m}": s for m, s in sigma.items()})
     for m, block in report.blocks.items():
+        for key in ("rho", "sigma"):  # a method's own ratios win over the recomputed ones
+            if isinstance(block.details.get(key), float):
+                row[f"{key}/{m}"] = block.details[key]
         for key in ("k", "p"):
             if key in block.details:
                 row[f"{key}/{m}"] = float(block.details[key])
@@ -247,8 +259,7 @@ def train_run(
     trajectory = []
     start = time.perf_counter()
     for epoch in range(hp["epochs"]):
-        if hasattr(method, "set_epoch"):
-            method.set_epoch(epoch)
+        method.set_epoch(epoch)
         order = torch.randperm(len(train), generator=gen).to(device)
         rows: list[dict[str, float]] = []
         for i in range(0, len(train) - hp["batch_size"] + 1, hp["batch_size"]):

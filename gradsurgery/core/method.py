@@ -115,6 +115,14 @@ class Method(abc.ABC):
         """Return to the state right after construction."""
         self.last_report = None
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the method that a new epoch starts (call it at every epoch boundary).
+
+        Methods with epoch schedules or epoch statistics (OGM-GE's window, DWA's epoch
+        losses) override it; for the others it does nothing, so a training loop can call it
+        whatever the method.
+        """
+
     # -- provided ----------------------------------------------------------------------
 
     @classmethod
