@@ -122,6 +122,7 @@ class Method(abc.ABC):
         losses) override it; for the others it does nothing, so a training loop can call it
         whatever the method.
         """
+        return None
 
     # -- provided ----------------------------------------------------------------------
 
