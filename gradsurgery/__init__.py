@@ -26,12 +26,34 @@ from .core import (
     SignalError,
     SignalMap,
 )
-from .methods import GMP, OGMGE, CAGrad, Mean, PCGrad, Sum
+from .methods import (
+    DBMTL,
+    DWA,
+    FAMO,
+    GLS,
+    GMP,
+    IMTLL,
+    OGMGE,
+    STCH,
+    UW,
+    CAGrad,
+    GradNorm,
+    Mean,
+    PCGrad,
+    Sum,
+)
 from .registry import available, build, register
 
 __all__ = [
+    "DBMTL",
+    "DWA",
+    "FAMO",
+    "GLS",
     "GMP",
+    "IMTLL",
     "OGMGE",
+    "STCH",
+    "UW",
     "Block",
     "BlockGradients",
     "BlockReport",
@@ -40,6 +62,7 @@ __all__ = [
     "CrossBlockMethod",
     "Decision",
     "ElementwiseMethod",
+    "GradNorm",
     "GradSurgeryWarning",
     "GradientTable",
     "GramianPolicy",

@@ -162,10 +162,10 @@ def test_row_permutation_equivariance(name: str, data: st.DataObject) -> None:
     perm = data.draw(st.permutations(range(G.shape[0])))
     names = case.objectives(G.shape[0])
     losses = case.losses(G.shape[0]) if case.losses is not None else None
-    method = case.make()
-    a = method(G, objectives=names, signals=case.signals(names), losses=losses)
+    # Two fresh instances: a stateful method must not see the first call's state.
+    a = case.make()(G, objectives=names, signals=case.signals(names), losses=losses)
     permuted = [names[i] for i in perm]
-    b = method(
+    b = case.make()(
         G[list(perm)],
         objectives=permuted,
         signals=case.signals(names),
