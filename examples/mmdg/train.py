@@ -36,7 +36,7 @@ from gradsurgery.signals import split_linear_logits, true_class_confidence
 from .features import DGSplits, MMDGSplit
 from .model import MMDGNet, Outputs
 
-__all__ = ["RunConfig", "RunResult", "evaluate", "load_config", "train_run"]
+__all__ = ["RunConfig", "RunResult", "evaluate", "load_config", "robustness", "train_run"]
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"hidden": 128, "feat": 64, "reversal": 1.0, "dropout": 0.0},
@@ -121,6 +121,9 @@ class RunResult:
         best_epoch: The selected epoch (best source-validation fused accuracy).
         trajectory: Per epoch, the means of each modality's ratios and coefficients.
         seconds: Training time.
+        robust: Held-out fused accuracy at the selected epoch with one modality missing
+            (``missing:<m>``: its features replaced by zeros) or corrupted
+            (``noisy:<m>``: Gaussian noise of the features' own standard deviation added).
     """
 
     config: str
@@ -131,6 +134,7 @@ class RunResult:
     best_epoch: int
     trajectory: list[dict[str, float]]
     seconds: float
+    robust: dict[str, float] = field(default_factory=dict)
 
 
 def _to(split: MMDGSplit, modalities: Sequence[str], device: torch.device) -> MMDGSplit:
@@ -143,6 +147,23 @@ def _to(split: MMDGSplit, modalities: Sequence[str], device: torch.device) -> MM
         domains=split.domains,
         classes=split.classes,
     )
+
+
+@torch.no_grad()
+def robustness(model: MMDGNet, split: MMDGSplit, seed: int = 0) -> dict[str, float]:
+    """Fused accuracy with each modality missing or corrupted at test time (see RunResult)."""
+    if len(model.modalities) < 2:
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for m in model.modalities:
+        clean = split.features[m]
+        noise = torch.randn(clean.shape, generator=gen).to(clean) * clean.float().std()
+        for kind, changed in (("missing", torch.zeros_like(clean)), ("noisy", clean + noise)):
+            split.features[m] = changed
+            out[f"{kind}:{m}"] = evaluate(model, split)["fused"]
+        split.features[m] = clean
+    return out
 
 
 @torch.no_grad()
@@ -255,7 +276,8 @@ def train_run(
     blocks = {m: list(model.encoders[m].parameters()) for m in modalities}
     ce = nn.functional.cross_entropy
     probe = cfg.loss["unimodal"] == 0
-    best = (-1.0, 0, {}, {})
+    best: tuple[float, int, dict[str, float], dict[str, float], dict[str, float]]
+    best = (-1.0, 0, {}, {}, {})
     trajectory = []
     start = time.perf_counter()
     for epoch in range(hp["epochs"]):
@@ -284,7 +306,13 @@ def train_run(
         trajectory.append({k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {})
         val_acc = evaluate(model, val)
         if val_acc["fused"] > best[0]:
-            best = (val_acc["fused"], epoch, val_acc, evaluate(model, test))
+            best = (
+                val_acc["fused"],
+                epoch,
+                val_acc,
+                evaluate(model, test),
+                robustness(model, test, seed),
+            )
     return RunResult(
         config=cfg.name,
         target=splits.target,
@@ -292,6 +320,7 @@ def train_run(
         val=best[2],
         test=best[3],
         best_epoch=best[1],
+        robust=best[4],
         trajectory=trajectory,
         seconds=time.perf_counter() - start,
     )

@@ -33,3 +33,15 @@ def test_unresolved_and_too_few_pairs() -> None:
     assert not paired_difference(results, "a", "b").resolved
     with pytest.raises(ValueError, match="share 0"):
         paired_difference(results, "a", "c")
+
+
+def test_robustness_table_lists_every_condition() -> None:
+    from mmdg.compare import robustness_table
+
+    results = [_run("gmp", "x", s, 0.6) for s in range(2)]
+    for r in results:
+        r.robust.update({"missing:audio": 0.4, "noisy:audio": 0.5})
+    table = robustness_table(results)
+    assert "| method | clean | missing:audio | noisy:audio |" in table
+    assert "| gmp | 0.600 | 0.400 | 0.500 |" in table
+    assert robustness_table([_run("joint", "x", 0, 0.5)]) == ""
