@@ -85,7 +85,7 @@ def test_available_filters_by_kind_family_and_objectives() -> None:
     assert "ogmge" not in gs.available(objectives=2)
     assert set(gs.available(family="cross_block")) >= {"gmp", "ogmge"}
     for name in multitask:  # every multi-task method runs on a 3-task table
-        gs.build(name)(torch.randn(3, 4))
+        gs.build(name)(torch.randn(3, 4), losses=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="kind must be one of"):
         gs.available(kind="vision")  # type: ignore[arg-type]
 
