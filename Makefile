@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # torch 2.13.0 first: a pinned CPU-capable release that satisfies torch>=2.2.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo demo-multitask test test-slow lint typecheck docs bench clean
+.PHONY: demo demo-multitask test test-slow test-distributed lint typecheck docs bench bench-distributed clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: $(VENV)/.installed-test
 test-slow: $(VENV)/.installed-test
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q -m slow
 
+test-distributed: $(VENV)/.installed-test
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/distributed
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check gradsurgery tests examples benchmarks
 	$(VENV)/bin/ruff format --check gradsurgery tests examples benchmarks
@@ -58,6 +61,9 @@ docs: $(VENV)/.installed-docs
 
 bench: $(VENV)/.installed-examples
 	$(PY) benchmarks/aggregate.py
+
+bench-distributed: $(VENV)/.installed-examples
+	OMP_NUM_THREADS=1 $(PY) benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) build dist site .pytest_cache .hypothesis

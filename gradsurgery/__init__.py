@@ -4,8 +4,9 @@ One interface for every method: blocks (named parameter sets) × objectives (nam
 → a gradient table → a method → one update per block, written into ``.grad``.
 """
 
-from . import signals
+from . import distributed, signals
 from ._version import __version__
+from .accumulate import Accumulator
 from .autograd import backward, gradient_table, write_grads
 from .core import (
     Block,
@@ -54,6 +55,7 @@ __all__ = [
     "OGMGE",
     "STCH",
     "UW",
+    "Accumulator",
     "Block",
     "BlockGradients",
     "BlockReport",
@@ -80,6 +82,7 @@ __all__ = [
     "available",
     "backward",
     "build",
+    "distributed",
     "gradient_table",
     "register",
     "signals",

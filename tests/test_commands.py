@@ -34,6 +34,7 @@ SHRINK = {
     "examples/multitask_demo.py": ["--steps", "3", "--seeds", "1"],
     "mmdg.compare": ["--seeds", "1", "--epochs", "1", "--targets", "en", "--no-plots", "--quiet"],
     "mmdg.minimal": ["--epochs", "1"],
+    "examples/distributed/train.py": ["--steps", "2"],
 }
 #: Commands that need optional extras; run with --help when those are missing.
 NEEDS = {"mmdg.avdigits": ("espeakng_loader", "sklearn"), "mmdg.acoustic": ("espeakng_loader",)}
@@ -97,16 +98,21 @@ def test_documented_command_runs(source: str, cwd: str, command: str, tmp_path: 
             for extra in re.findall(r"\[([\w,-]+)\]", arg):
                 assert set(extra.split(",")) <= set(extras), f"{source}: {command}"
         return
+    launcher: list[str] = []
+    if argv[0] == "torchrun":  # the same launcher, on a free port of its own choosing
+        nproc = [a for a in argv[1:] if a.startswith("--nproc")]
+        launcher = ["-m", "torch.distributed.run", "--standalone", *nproc]
+        argv = ["python", *[a for a in argv[1:] if not a.startswith("--nproc")]]
     assert argv[0] == "python", f"{source}: no smoke form for {command!r}"
     if argv[1] == "-m":
         target, args = argv[2], argv[3:]
         prefix = [sys.executable, "-m", target]
     else:
         target, args = argv[1], argv[2:]
-        prefix = [sys.executable, str(ROOT / target)]
+        prefix = [sys.executable, *launcher, str(ROOT / target)]
     if target.startswith("mmdg."):
         where = ROOT / "examples"  # the example package lives there, as its README says
-    cuda = "--device" in args and args[args.index("--device") + 1] == "cuda"
+    cuda = ("--device" in args and args[args.index("--device") + 1] == "cuda") or "--amp" in args
     if cuda and not torch.cuda.is_available():
         pytest.skip(f"{command!r} needs CUDA")
     args = [x for a in args for x in (sorted(glob.glob(a, root_dir=where)) if "*" in a else [a])]

@@ -36,20 +36,32 @@ def test_cli_prints_its_help(module: str) -> None:
     assert "usage:" in result.stdout
 
 
-#: Small arguments per standalone example script.
-TINY = {"multitask_demo.py": ["--steps", "3", "--seeds", "1"]}
+#: Per standalone example script: launcher arguments, small arguments, expected output.
+TINY = {
+    "multitask_demo.py": ([], ["--steps", "3", "--seeds", "1"], "| method |"),
+    "distributed/train.py": (
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+        ["--steps", "2"],
+        "ranks in sync: True",
+    ),
+}
+
+
+def _key(script: Path) -> str:
+    return str(script.relative_to(EXAMPLES))
 
 
 def test_every_standalone_script_has_a_tiny_configuration() -> None:
-    assert {p.name for p in SCRIPTS} <= set(TINY)
+    assert {_key(p) for p in SCRIPTS} <= set(TINY)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=_key)
 def test_standalone_script_runs(script: Path) -> None:
-    result = _run([sys.executable, str(script), *TINY[script.name]], ROOT)
+    launcher, args, expected = TINY[_key(script)]
+    result = _run([sys.executable, *launcher, str(script), *args], ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| method |" in result.stdout
+    assert expected in result.stdout
 
 
 @pytest.mark.slow
