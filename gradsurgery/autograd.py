@@ -41,7 +41,8 @@ from .distributed import (
     set_local_grad,
     synchronize,
 )
-from .engines import Engine, get_engine
+from .engines import AutoEngine, Engine, RepresentationEngine, get_engine
+from .engines.representation import Features
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -104,6 +105,7 @@ def gradient_table(
     reduce: TableHook | None = None,
     extra: Losses | None = None,
     retain_graph: bool = False,
+    features: Features | None = None,
 ) -> GradientTable:
     """Step 1: back-propagate every objective into a gradient table.
 
@@ -115,9 +117,13 @@ def gradient_table(
             order), or a sequence of losses (objectives ``"0"``, ``"1"``, ...).
         blocks: Block names mapped to an ``nn.Module``, named parameters or an iterable of
             parameters; blocks must not overlap. Frozen parameters are skipped.
-        engine: How to build the table: ``"auto"`` (default: ``"sharded"`` when a block
-            parameter is an FSDP2 DTensor shard, else ``"table"``), ``"table"`` (one
-            ``autograd.grad`` pass per objective; exact), ``"sharded"``
+        engine: How to build the table: ``"auto"`` (default; the rule of
+            `gradsurgery.engines.choose_engine`: ``"sharded"`` for FSDP2 shards,
+            ``"representation"`` when ``features`` are given, ``"table"`` for small blocks,
+            methods that read rows, data parallelism or accumulation, else ``"gramian"``),
+            ``"table"`` (one ``autograd.grad`` pass per objective; exact), ``"gramian"``
+            (exact, without the ``(k, P)`` rows), ``"representation"`` (decides on the
+            gradients of each block's output; an approximation), ``"sharded"``
             (`gradsurgery.distributed.ShardedEngine`: one real ``backward`` per objective,
             FSDP reduce-scatters each) or an engine object.
         gramian: Where and in which dtype the blocks' Gramians are kept.
@@ -127,6 +133,7 @@ def gradient_table(
             reaches no block): their plain gradient is added to every leaf they reach, block
             parameters included, after the method's update.
         retain_graph: Keep the graph after the last pass.
+        features: ``{block: the block's output tensor(s)}`` for the representation engine.
 
     Returns:
         The table; it knows the parameters, so `write_grads` can write it back.
@@ -138,7 +145,13 @@ def gradient_table(
         TypeError: On arguments of the wrong type.
     """
     table = _build(
-        losses, blocks, engine=engine, gramian=gramian, extra=extra, retain_graph=retain_graph
+        losses,
+        blocks,
+        engine=engine,
+        gramian=gramian,
+        extra=extra,
+        retain_graph=retain_graph,
+        features=features,
     )
     return _hook(table, reduce)
 
@@ -150,7 +163,18 @@ def _hook(table: GradientTable, reduce: TableHook | None) -> GradientTable:
     return table if reduced is None else reduced
 
 
-def _resolve_engine(engine: str | Engine, blocks: Mapping[str, BlockSpec]) -> Engine:
+def _resolve_engine(
+    engine: str | Engine,
+    blocks: Mapping[str, BlockSpec],
+    *,
+    method: Method | None = None,
+    distributed: bool = False,
+    features: Features | None = None,
+) -> Engine:
+    if features is not None and engine not in ("auto", RepresentationEngine.name):
+        raise ValueError(
+            f"features= is for the representation engine; engine={engine!r} does not use them"
+        )
     if isinstance(engine, str) and engine == "auto":
         if reshard_modules(blocks):
             return ShardedEngine()
@@ -163,10 +187,14 @@ def _resolve_engine(engine: str | Engine, blocks: Mapping[str, BlockSpec]) -> En
                 GradSurgeryWarning,
                 stacklevel=4,
             )
-        return get_engine("table")
+        return AutoEngine(method, distributed=distributed, features=features)
     if isinstance(engine, str) and engine == ShardedEngine.name:
         reshard_modules(blocks)
         return ShardedEngine()
+    if isinstance(engine, str) and engine == RepresentationEngine.name:
+        if features is None:
+            raise ValueError("engine='representation' needs features={block: output tensor}")
+        return RepresentationEngine(features)
     return get_engine(engine)
 
 
@@ -178,12 +206,17 @@ def _build(
     gramian: GramianPolicy | None,
     extra: Losses | None,
     retain_graph: bool,
+    method: Method | None = None,
+    distributed: bool = False,
+    features: Features | None = None,
 ) -> GradientTable:
     named = _named(losses, "losses")
     if not named:
         raise ValueError("losses is empty: give at least one {objective: loss} entry")
     side = list(_named(extra, "extra").values()) if extra is not None else []
-    builder = _resolve_engine(engine, blocks)
+    builder = _resolve_engine(
+        engine, blocks, method=method, distributed=distributed, features=features
+    )
     made = make_blocks(blocks)
     table = builder.build(
         named, made, extra=side, policy=gramian or GramianPolicy(), retain_graph=retain_graph
@@ -339,6 +372,7 @@ def backward(
     distributed: bool | None = None,
     process_group: ProcessGroup | None = None,
     batch_size: float | None = None,
+    features: Features | None = None,
 ) -> Report:
     """Back-propagate several objectives, apply a method per block, write ``.grad``.
 
@@ -393,6 +427,7 @@ def backward(
             ranks); see `gradient_table`.
         extra: See `gradient_table`.
         retain_graph: Keep the graph after the last backward pass.
+        features: See `gradient_table`.
         distributed: ``None`` (default): average across ranks when ``torch.distributed``
             is initialized with more than one rank; ``False``: never; ``True``: always
             (raises if it is not initialized).
@@ -425,6 +460,9 @@ def backward(
         gramian=gramian,
         extra=extra,
         retain_graph=retain_graph,
+        method=method,
+        distributed=group is not None,
+        features=features,
     )
     return _decide_and_write(
         table,

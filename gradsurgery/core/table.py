@@ -159,7 +159,10 @@ class BlockGradients:
     def finite(self) -> torch.Tensor:
         """A 0-d boolean tensor: whether every row is finite (no host synchronisation)."""
         if self._matrix is not None:
-            return torch.isfinite(self._matrix).all()
+            # The extremes are finite iff every entry is (NaN propagates through aminmax);
+            # measured several times faster than isfinite().all() on large rows.
+            low, high = torch.aminmax(self._matrix)
+            return torch.isfinite(low) & torch.isfinite(high)
         assert self.source is not None
         return self.source.finite()
 

@@ -1,8 +1,11 @@
 """Engines: how a gradient table is built from losses and blocks.
 
 An engine has a ``name`` and a ``build(losses, blocks, *, extra, policy, retain_graph)``
-method returning a `gradsurgery.GradientTable`. ``"table"`` (k ``autograd.grad`` passes,
-exact for any model) is the first.
+method returning a `gradsurgery.GradientTable`: ``"table"`` (k ``autograd.grad`` passes,
+exact for any model, holds the ``(k, P)`` rows), ``"gramian"`` (exact, memory-light: linear
+layers factorized from their inputs and output gradients), ``"representation"`` (decides on
+the gradients of each block's output; an approximation) and ``"auto"`` (chooses by a
+documented rule, see `choose_engine`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,23 @@ import torch
 from ..core.blocks import Block
 from ..core.gramian import GramianPolicy
 from ..core.table import GradientTable
+from .auto import AutoEngine, choose_engine
+from .gramian import GramianEngine
 from .graph import reached_leaves
+from .representation import RepresentationEngine
 from .table import TableEngine
 
-__all__ = ["ENGINES", "Engine", "TableEngine", "get_engine", "reached_leaves"]
+__all__ = [
+    "ENGINES",
+    "AutoEngine",
+    "Engine",
+    "GramianEngine",
+    "RepresentationEngine",
+    "TableEngine",
+    "choose_engine",
+    "get_engine",
+    "reached_leaves",
+]
 
 
 class Engine(Protocol):
@@ -39,7 +55,11 @@ class Engine(Protocol):
         ...
 
 
-ENGINES: dict[str, type[Engine]] = {"table": TableEngine}
+ENGINES: dict[str, type[Engine]] = {
+    "table": TableEngine,
+    "gramian": GramianEngine,
+    "representation": RepresentationEngine,
+}
 
 
 def get_engine(engine: str | Engine) -> Engine:
