@@ -24,7 +24,7 @@ def test_the_rule() -> None:
     assert 4 * numel >= GRAMIAN_MIN_NUMEL
     assert choose_engine(blocks, 4, method=gs.PCGrad())[0] == "gramian"
     assert choose_engine(blocks, 4)[0] == "table"  # no method known
-    assert choose_engine(blocks, 4, method=gs.build("graddrop"))[0] == "table"  # reads rows
+    assert choose_engine(blocks, 4, method=gs.build("dbmtl"))[0] == "table"  # reads rows
     assert choose_engine(blocks, 4, method=gs.PCGrad(), distributed=True)[0] == "table"
     assert choose_engine(blocks, 4, method=gs.PCGrad(), rows=True)[0] == "table"
     assert choose_engine(blocks, 1, method=gs.Sum())[0] == "table"
@@ -55,7 +55,7 @@ def test_auto_engine_builds_with_its_choice() -> None:
         setup, gs.PCGrad(seed=1), lambda h: AutoEngine(gs.PCGrad(), features={"trunk": h})
     )
     assert report.engine == "representation"
-    _, report = step(setup, gs.build("graddrop"), AutoEngine(gs.build("graddrop")))
+    _, report = step(setup, gs.build("dbmtl"), AutoEngine(gs.build("dbmtl")))
     assert report.engine == "table"
     _, report = step(setup, gs.PCGrad(), AutoEngine(gs.PCGrad(), rows=True))
     assert report.engine == "table"

@@ -197,7 +197,7 @@ def test_methods_that_read_rows_are_refused() -> None:
     setup = make("mlp")
     _, losses = setup.forward()
     with pytest.raises(ValueError, match="does not keep; use engine='table'"):
-        gs.backward(losses, {"trunk": setup.trunk}, gs.build("graddrop"), engine=GramianEngine())  # type: ignore[arg-type]
+        gs.backward(losses, {"trunk": setup.trunk}, gs.build("dbmtl"), engine=GramianEngine())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("factorize", ["always", "never"])
