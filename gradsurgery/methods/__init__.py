@@ -7,18 +7,28 @@ Every module of this package is imported here, so a new method is one new file: 
 import importlib
 import pkgutil
 
+from .agm import AGM
+from .alignedmtl import AlignedMTL
 from .basic import Mean, Sum
 from .cagrad import CAGrad
+from .cggm import CGGM
+from .config import ConFIG
 from .dbmtl import DBMTL
+from .dualproj import DualProj
 from .dwa import DWA
 from .famo import FAMO
 from .gls import GLS
 from .gmp import GMP
 from .gradnorm import GradNorm
+from .imtlg import IMTLG
 from .imtll import IMTLL
+from .mgda import MGDA
+from .mmpareto import MMPareto
 from .ogmge import OGMGE
 from .pcgrad import PCGrad
+from .pmr import PMR
 from .stch import STCH
+from .upgrad import UPGrad
 from .uw import UW
 
 for _module in pkgutil.iter_modules(__path__):
@@ -26,18 +36,28 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "AGM",
+    "CGGM",
     "DBMTL",
     "DWA",
     "FAMO",
     "GLS",
     "GMP",
+    "IMTLG",
     "IMTLL",
+    "MGDA",
     "OGMGE",
+    "PMR",
     "STCH",
     "UW",
+    "AlignedMTL",
     "CAGrad",
+    "ConFIG",
+    "DualProj",
     "GradNorm",
+    "MMPareto",
     "Mean",
     "PCGrad",
     "Sum",
+    "UPGrad",
 ]
