@@ -13,20 +13,28 @@ from .basic import Mean, Sum
 from .cagrad import CAGrad
 from .cggm import CGGM
 from .config import ConFIG
+from .constant import Constant
 from .dbmtl import DBMTL
 from .dualproj import DualProj
 from .dwa import DWA
+from .fairgrad import FairGrad
 from .famo import FAMO
 from .gls import GLS
 from .gmp import GMP
+from .graddrop import GradDrop
 from .gradnorm import GradNorm
+from .gradvac import GradVac
 from .imtlg import IMTLG
 from .imtll import IMTLL
 from .mgda import MGDA
 from .mmpareto import MMPareto
+from .moco import MoCo
+from .nashmtl import NashMTL
 from .ogmge import OGMGE
 from .pcgrad import PCGrad
 from .pmr import PMR
+from .random import Random
+from .sdmgrad import SDMGrad
 from .stch import STCH
 from .upgrad import UPGrad
 from .uw import UW
@@ -53,11 +61,19 @@ __all__ = [
     "AlignedMTL",
     "CAGrad",
     "ConFIG",
+    "Constant",
     "DualProj",
+    "FairGrad",
+    "GradDrop",
     "GradNorm",
+    "GradVac",
     "MMPareto",
     "Mean",
+    "MoCo",
+    "NashMTL",
     "PCGrad",
+    "Random",
+    "SDMGrad",
     "Sum",
     "UPGrad",
 ]

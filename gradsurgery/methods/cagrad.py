@@ -11,7 +11,8 @@ from ..core.checks import check
 from ..core.families import Context, GramianWeighting, Scope
 from ..core.method import Decision
 from ..registry import register
-from ..solvers.simplex import minimize_on_simplex
+from ..solvers.dual_cone import project_to_dual_cone
+from ..solvers.simplex import min_norm_on_simplex, minimize_on_simplex
 
 __all__ = ["CAGrad", "cagrad_weights"]
 
@@ -72,11 +73,28 @@ def cagrad_weights(
                 out: np.ndarray = Gb + (radius / norm) * gw if norm > 0 else Gb
                 return out
 
-            w, ok = minimize_on_simplex(fun, jac, k)
+            def hess(w: np.ndarray) -> np.ndarray:
+                gw = Gn @ w
+                norm = np.sqrt(max(float(w @ gw), 0.0))
+                if norm <= 0:
+                    return np.zeros((k, k))
+                out: np.ndarray = (radius / norm) * (Gn - np.outer(gw, gw) / norm**2)
+                return out
+
+            w, ok = minimize_on_simplex(fun, jac, k, hess=hess)
+            # Pareto-stationary rows: 0 is in their convex hull and the dual may reach its
+            # minimum there, where it is not differentiable (no gradient certificate).
+            w_mn, mn_sq = min_norm_on_simplex(Gn)
+            if mn_sq <= _RELATIVE_EPS and fun(w_mn) <= fun(w):
+                w = w_mn
             gw_sq = float(w @ Gn @ w)
             info.update(w=w.tolist(), solver_ok=ok)
             if gw_sq <= _RELATIVE_EPS:
                 info["degenerate"] = "g_w is zero"
+                # The dual's optimum is 0, so the primal optimum is min_i g_i·d = 0: every
+                # solution is non-conflicting. Take the one closest to g_0, the projection of
+                # g_0 onto the dual cone (it lies in the ball by duality).
+                step = project_to_dual_cone(Gn, b).weights - b
             else:
                 lam = radius / np.sqrt(gw_sq)
                 info["lambda"] = float(lam)
@@ -99,8 +117,10 @@ class CAGrad(GramianWeighting):
 
     Its dual over the simplex,
     $w^* = \arg\min_{w\in\Delta_k} g_w^\top g_0 + c\|g_0\|\,\|g_w\|$ with $g_w = \sum_i w_i g_i$,
-    is solved on the ``k x k`` Gramian (``k = 2``: bounded scalar search; ``k > 2``: SLSQP
-    with the analytic gradient, as the official code's SciPy call but exact derivatives), and
+    is solved on the ``k x k`` Gramian with `gradsurgery.solvers.simplex.minimize_on_simplex`
+    (``k = 2``: bisection on the derivative; ``k > 2``: sequential quadratic programming with
+    the exact Hessian, to a KKT gap of ``1e-10`` of the gradient's scale; the official code
+    calls SciPy's SLSQP with finite differences), and
 
     $$d = g_0 + \frac{c\|g_0\|}{\|g_{w^*}\|}\, g_{w^*}.$$
 
@@ -110,9 +130,12 @@ class CAGrad(GramianWeighting):
       identical rows give their sum as every method does. The official NYU-v2 setting is
       ``rescale=1`` (divide by ``1 + c²``) followed by ``×k``, i.e. ``rescale=1,
       scale="sum"``; the paper's ``d`` itself is ``rescale=0, scale="mean"``.
-    * **Degenerate cases.** ``g_0 = 0`` returns ``g_0`` (zero); ``g_{w^*} = 0`` returns
-      ``g_0`` and says so in the report (the official code divides by ``‖g_w‖ + 1e-8``).
-      "Zero" is relative: below ``1e-12`` of the mean squared row norm.
+    * **Degenerate cases.** ``g_0 = 0`` returns ``g_0`` (zero). ``g_{w^*} = 0`` (the rows are
+      Pareto-stationary: 0 is in their convex hull) means the best worst-case improvement is
+      0, so every direction that conflicts with no row is optimal: the update is the one
+      closest to ``g_0``, its projection onto the rows' dual cone, and the report says so
+      (the official code divides by ``‖g_w‖ + 1e-8``). "Zero" is relative: below ``1e-12`` of
+      the mean squared row norm.
     * **Solver failure** falls back to the uniform ``w`` and sets ``solver_ok=False``.
 
     ``c = 0`` gives ``g_0`` (scaled), i.e. exactly `gradsurgery.Sum` by default.
