@@ -170,7 +170,8 @@ def test_min_norm_point_beats_slsqp_and_frank_wolfe(data: st.DataObject) -> None
     if scale <= 0 or k == 1:
         return
     Kn = K.astype(np.float64) / scale
-    ours = min_norm_point(K).weights
+    result = min_norm_point(K)
+    ours = result.weights
     slsqp = minimize(
         lambda w: float(w @ Kn @ w),
         np.full(k, 1.0 / k),
@@ -184,9 +185,11 @@ def test_min_norm_point_beats_slsqp_and_frank_wolfe(data: st.DataObject) -> None
     fw = frank_wolfe(K, epsilon=1e-6, max_iters=1000).weights
     best = float(ours @ Kn @ ours)
     nu = _nu(Kn)
-    # The KKT residual r bounds the suboptimality: f(w) − f* ≤ 2 max_i (wᵀKw − (Kw)_i) ≤ 2r.
+    # The KKT residual r bounds the suboptimality: f(w) − f* ≤ 2 max_i (wᵀKw − (Kw)_i) ≤ 2r,
+    # with r within the stated tolerance (or its stated exception, rows left out as dependent).
+    bound = TOL + 2 * nu + (1e-6 if result.dependent else 0.0)
     for other in (slsqp, fw, np.eye(k)[int(np.argmin(np.diagonal(Kn)))]):
-        assert best <= float(other @ Kn @ other) + 2 * (TOL + 2 * nu) + 1e-15
+        assert best <= float(other @ Kn @ other) + 2 * bound + 1e-15
 
 
 @given(G=matrices(max_k=6), c=st.floats(1e-8, 1e8))
