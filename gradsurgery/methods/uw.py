@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from ..core.checks import check
-from ..core.families import Context, LossWeighting
-from ..core.method import Decision
 from ..registry import register
-from ..solvers.learned import LearnedVector, Optimizer, checked_losses
+from ._learned_scales import LearnedScales
 
 __all__ = ["UW", "uw_gradient", "uw_weights"]
 
@@ -27,7 +21,7 @@ def uw_gradient(log_variances: torch.Tensor, losses: torch.Tensor) -> torch.Tens
 
 
 @register
-class UW(LossWeighting):
+class UW(LearnedScales):
     r"""Uncertainty weighting (Kendall, Gal, Cipolla; CVPR 2018, "Multi-Task Learning Using
     Uncertainty to Weigh Losses for Scene Geometry and Semantics").
 
@@ -69,44 +63,15 @@ class UW(LossWeighting):
     """
 
     name = "uw"
-    stateful = True
+    detail = "log_variance"
 
-    def __init__(
-        self,
-        *,
-        init: float = 0.0,
-        optimizer: Optimizer = "adam",
-        lr: float = 1e-3,
-        eps: float = 1e-8,
-    ) -> None:
-        super().__init__()
-        self.init: float = check("init", init, "float")
-        self.optimizer: Optimizer = check("optimizer", optimizer, "str", options=("adam", "sgd"))
-        self.lr: float = check("lr", lr, "float", low=0.0)
-        self.eps: float = check("eps", eps, "float", low=0.0, low_open=True)
-        self._s = LearnedVector(self.init, self.optimizer, self.lr)
+    def weights_of(self, s: torch.Tensor) -> torch.Tensor:
+        return uw_weights(s)
 
-    def weigh_losses(self, context: Context) -> Decision:
-        losses = checked_losses(context.table, type(self).__name__)
-        self._s.bind(context.objectives, type(self).__name__)
-        s = self._s.value
-        weights = uw_weights(s)
-        grad = uw_gradient(s, losses.clamp_min(self.eps))
-        self._s.step(grad)
-        return Decision(weights, details={"log_variance": s.tolist(), "grad": grad.tolist()})
+    def gradient_of(self, s: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        return uw_gradient(s, losses)
 
     @property
     def log_variances(self) -> dict[str, float]:
         """The current ``s`` per objective (empty before the first step)."""
-        names = self._s.names or ()
-        return dict(zip(names, self._s.value.tolist()))
-
-    def reset(self) -> None:
-        super().reset()
-        self._s.reset()
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"s": self._s.state()}
-
-    def _set_state(self, state: Mapping[str, Any]) -> None:
-        self._s.load(state["s"])
+        return self._values()
