@@ -250,6 +250,7 @@ def _decide_and_write(
     reduce: TableHook | None,
     on_nonfinite: OnNonFinite,
     diagnostics: bool,
+    host_sync: bool = True,
 ) -> Report:
     """Steps 2 and 3, with the synchronisation (when ``group`` is given) before them."""
     if on_nonfinite not in ("raise", "skip"):
@@ -277,7 +278,7 @@ def _decide_and_write(
         updates, report = method._plain_sum(table, note=f"skipped: {message}")
     else:
         updates, report = method.apply(
-            table, signals, on_nonfinite=on_nonfinite, diagnostics=diagnostics
+            table, signals, on_nonfinite=on_nonfinite, diagnostics=diagnostics, sync=host_sync
         )
     if sync is not None:
         report.notes.append(sync.describe())
@@ -373,6 +374,7 @@ def backward(
     process_group: ProcessGroup | None = None,
     batch_size: float | None = None,
     features: Features | None = None,
+    sync: bool = True,
 ) -> Report:
     """Back-propagate several objectives, apply a method per block, write ``.grad``.
 
@@ -434,6 +436,12 @@ def backward(
         process_group: The group to average over (default: the world).
         batch_size: This rank's local batch size: averages are weighted by it (give it on
             every rank when the ranks' batches differ in size).
+        sync: ``False`` runs the step without host synchronisation: Gramians under
+            ``GramianPolicy(device="native", rescale=False)``, the decision in torch on the
+            device, the report's values read only when accessed (see
+            `gradsurgery.Method.apply_on_device`). Needs a method with ``on_device = True``
+            and ``on_nonfinite="skip"``; not combined with data parallelism (the ranks agree
+            on their tables on the host).
 
     Returns:
         The method's `gradsurgery.Report` for this step.
@@ -451,6 +459,8 @@ def backward(
             f"got {type(method).__name__}"
         )
     group = process_group_for(distributed, process_group)
+    if not sync:
+        gramian = _on_device_policy(method, gramian, on_nonfinite, group)
     table = _build_agreed(
         group,
         batch_size,
@@ -473,4 +483,37 @@ def backward(
         reduce=reduce,
         on_nonfinite=on_nonfinite,
         diagnostics=diagnostics,
+        host_sync=sync,
     )
+
+
+def _on_device_policy(
+    method: Method,
+    gramian: GramianPolicy | None,
+    on_nonfinite: OnNonFinite,
+    group: ProcessGroup | None,
+) -> GramianPolicy:
+    """The Gramian policy of a ``sync=False`` step, after checking that one is possible."""
+    if not method.on_device:
+        raise ValueError(
+            f"sync=False: {type(method).__name__} decides on the host; methods that decide on "
+            "the device: gradsurgery.available(on_device=True)"
+        )
+    if on_nonfinite != "skip":
+        raise ValueError(
+            "sync=False needs on_nonfinite='skip' (raising would make the host wait for the "
+            "device); report.skipped says, when read, whether a step was skipped"
+        )
+    if group is not None:
+        raise ValueError(
+            "sync=False is not available with data parallelism: the ranks check that their "
+            "tables agree on the host; pass distributed=False or sync=True"
+        )
+    if gramian is None:
+        return GramianPolicy(device="native", rescale=False)
+    if gramian.synchronizes:
+        raise ValueError(
+            f"sync=False needs a Gramian policy that does not wait for the device, got "
+            f"{gramian}; use GramianPolicy(device='native', rescale=False)"
+        )
+    return gramian

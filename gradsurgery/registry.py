@@ -60,7 +60,11 @@ def _load() -> None:
 
 
 def available(
-    *, kind: Kind | None = None, family: Family | None = None, objectives: int | None = None
+    *,
+    kind: Kind | None = None,
+    family: Family | None = None,
+    objectives: int | None = None,
+    on_device: bool | None = None,
 ) -> list[str]:
     """The registered method names, sorted, optionally filtered.
 
@@ -69,6 +73,8 @@ def available(
         family: Keep one family (``"gramian"``, ``"cross_block"``, ``"loss"``,
             ``"elementwise"``).
         objectives: Keep methods that take this many objectives.
+        on_device: Keep methods that do (``True``) or do not (``False``) decide on the
+            device without host synchronisation (``apply(..., sync=False)``).
     """
     _load()
     if kind is not None and kind not in _KINDS:
@@ -80,6 +86,8 @@ def available(
         if kind is not None and kind not in cls.kinds:
             continue
         if family is not None and cls.family != family:
+            continue
+        if on_device is not None and cls.on_device != on_device:
             continue
         if objectives is not None and not (
             cls.min_objectives <= objectives

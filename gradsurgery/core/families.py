@@ -62,6 +62,13 @@ class Context:
         return self._gramian
 
     @property
+    def device(self) -> torch.device:
+        """Where the decision runs (and its weights live): the host, or the rows' device in
+        a step without host synchronisation."""
+        first = self.block if self.block is not None else next(iter(self.table.blocks))
+        return self.table[first].decision_device
+
+    @property
     def objectives(self) -> tuple[str, ...]:
         """Objective names, in row order."""
         return self.table.objectives

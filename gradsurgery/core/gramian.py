@@ -14,7 +14,7 @@ import torch
 
 from .errors import NonFiniteGradientError
 
-__all__ = ["GramianPolicy", "combine", "compute_gramian", "conflicts", "cosines"]
+__all__ = ["ON_DEVICE", "GramianPolicy", "combine", "compute_gramian", "conflicts", "cosines"]
 
 #: Floating dtypes that are accumulated in float32 (half precisions lose too much).
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -37,16 +37,34 @@ class GramianPolicy:
             decisions written in torch).
         dtype: The Gramian's dtype (default float64, so that decisions on nearly parallel
             rows keep their precision).
+        rescale: Whether rows whose squared norms leave the working dtype's range are
+            found and rescaled exactly (default; one host check per Gramian). ``False``
+            skips the check, so nothing waits for the device: a row whose squared norm
+            underflows then counts as zero, and one that overflows gives a non-finite
+            Gramian (a step without host synchronisation skips such a step).
     """
 
     device: Literal["cpu", "native"] = "cpu"
     dtype: torch.dtype = torch.float64
+    rescale: bool = True
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "native"):
             raise ValueError(f"GramianPolicy.device must be 'cpu' or 'native', got {self.device!r}")
         if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise ValueError(f"GramianPolicy.dtype must be a floating dtype, got {self.dtype!r}")
+        if not isinstance(self.rescale, bool):
+            raise ValueError(f"GramianPolicy.rescale must be a bool, got {self.rescale!r}")
+
+    @property
+    def synchronizes(self) -> bool:
+        """Whether computing a Gramian under this policy waits for the device."""
+        return self.device == "cpu" or self.rescale
+
+
+#: The policy of a step without host synchronisation: the Gramian stays on the rows'
+#: device, in float64, and no host check looks for extreme magnitudes.
+ON_DEVICE = GramianPolicy(device="native", rescale=False)
 
 
 def compute_gramian(matrix: torch.Tensor, policy: GramianPolicy | None = None) -> torch.Tensor:
@@ -74,13 +92,14 @@ def compute_gramian(matrix: torch.Tensor, policy: GramianPolicy | None = None) -
         raise ValueError(f"expected a (k, P) matrix, got shape {tuple(matrix.shape)}")
     work = matrix.to(_working_dtype(matrix.dtype))
     gram = _gram(work)
-    diag = gram.diagonal()
-    info = torch.finfo(work.dtype)
-    # Squares below tiny/eps have lost precision (or underflowed to 0); squares at inf have
-    # overflowed. Both are rare; only then is the (one-sync) slow path taken.
-    suspect = (diag < info.tiny / info.eps) | ~torch.isfinite(diag)
-    if bool(suspect.any()):
-        gram = _rescaled(matrix, gram, suspect)
+    if policy.rescale:
+        diag = gram.diagonal()
+        info = torch.finfo(work.dtype)
+        # Squares below tiny/eps have lost precision (or underflowed to 0); squares at inf
+        # have overflowed. Both are rare; only then is the (one-sync) slow path taken.
+        suspect = (diag < info.tiny / info.eps) | ~torch.isfinite(diag)
+        if bool(suspect.any()):
+            gram = _rescaled(matrix, gram, suspect)
     target = matrix.device if policy.device == "native" else torch.device("cpu")
     gram = gram.to(device=target, dtype=policy.dtype)
     return (gram + gram.T) / 2

@@ -31,17 +31,23 @@ class Decision:
     """A method's decision for one block: row weights and what it did.
 
     Attributes:
-        weights: ``(k,)`` float64 coefficients over the original rows.
-        projected: Objectives whose rows were projected.
+        weights: ``(k,)`` coefficients over the original rows (float64 on the host; on
+            the Gramian's device for a decision without host synchronisation).
+        projected: Objectives whose rows were projected, or a ``(k,)`` boolean mask over
+            the rows (a decision on the device, read when the report is).
         details: Method-specific values for the report.
         linear: Set to False by `Method.update` when the update is more than
             ``Σ_i weights[i] g_i`` (noise, element-wise masks).
+        valid: For a decision on the device, a 0-d boolean tensor that is False when a
+            data-dependent input was invalid (a signal out of range): the step is then
+            skipped, as on non-finite rows, instead of raising.
     """
 
     weights: torch.Tensor
-    projected: tuple[str, ...] = ()
+    projected: tuple[str, ...] | torch.Tensor = ()
     details: dict[str, Any] = field(default_factory=dict)
     linear: bool = True
+    valid: torch.Tensor | None = None
 
 
 class Method(abc.ABC):
@@ -80,6 +86,10 @@ class Method(abc.ABC):
     """Whether it keeps state across steps (saved by `state_dict`)."""
     uses_gramian: ClassVar[bool] = False
     """Whether its decision reads the blocks' Gramians (computed before it decides)."""
+    on_device: ClassVar[bool] = False
+    """Whether its decision runs on the rows' device without host synchronisation (closed
+    form or a fixed number of small iterations), so ``apply(..., sync=False)`` and a
+    compiled step can take it."""
     needs_rows: ClassVar[bool] = False
     """Whether it reads the gradient rows themselves (element-wise steps, noise from the
     rows' statistics, tracked gradients), which memory-light engines do not keep."""
@@ -183,6 +193,7 @@ class Method(abc.ABC):
         *,
         on_nonfinite: OnNonFinite = "raise",
         diagnostics: bool = False,
+        sync: bool = True,
     ) -> tuple[dict[str, torch.Tensor], Report]:
         """Compute one update vector per block.
 
@@ -196,6 +207,10 @@ class Method(abc.ABC):
                 not advance.
             diagnostics: Compute every block's Gramian for the report's cosines and
                 conflicts even when the method does not need it (one pass over the rows).
+            sync: ``False`` keeps the Gramian, the decision and the combine on the rows'
+                device with no host synchronisation (methods with ``on_device = True``
+                only; see `apply_on_device`). It needs ``on_nonfinite="skip"``: a step that
+                does not wait for the device cannot raise on what the device finds.
 
         Returns:
             ``(updates, report)``: ``updates[block]`` is a ``(P,)`` tensor in the block's
@@ -203,6 +218,15 @@ class Method(abc.ABC):
         """
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        if not sync:
+            if on_nonfinite != "skip":
+                raise ValueError(
+                    "sync=False cannot raise on non-finite gradients (that needs the host to "
+                    "wait for the device); pass on_nonfinite='skip': such a step then writes "
+                    "the plain sum (non-finite, so GradScaler skips it) and report.skipped "
+                    "says so when read"
+                )
+            return self.apply_on_device(table, signals, diagnostics=diagnostics)
         self.check_table(table)
         if not table.finite():
             bad = table.nonfinite_rows()
@@ -235,8 +259,95 @@ class Method(abc.ABC):
                 details=decision.details,
                 linear=decision.linear,
                 gramian=block.gramian if block.has_gramian else None,
+                objectives=table.objectives,
             )
         report = Report(self.name, table.objectives, blocks, engine=table.engine)
+        self.last_report = report
+        return updates, report
+
+    def apply_on_device(
+        self,
+        table: GradientTable,
+        signals: SignalMap | None = None,
+        *,
+        diagnostics: bool = False,
+    ) -> tuple[dict[str, torch.Tensor], Report]:
+        """`apply` without host synchronisation: every value stays on the rows' device.
+
+        The Gramians are taken on the rows' device in the policy's dtype (the extreme-
+        magnitude rescue of `compute_gramian` needs a host check, so here a row whose
+        squared norm underflows the working dtype counts as zero and an overflowing Gramian
+        skips the step). The method decides in torch on that device. Whether the step is
+        skipped — a non-finite row, a non-finite Gramian, or an invalid data-dependent input
+        such as a signal out of range — is a device flag: the weights become all ones
+        there (the plain sum, non-finite when the rows are), and `Report.skipped` reads the
+        flag on first access. Report weights, flags and details are device tensors until
+        read. State that does not depend on the data (a generator's draws) advances on
+        skipped steps too.
+
+        Raises:
+            ValueError: If the method does not decide on the device (``on_device`` is
+                False) or the table does not fit the method.
+        """
+        if not self.on_device:
+            raise ValueError(
+                f"{type(self).__name__} ({self.name!r}) decides on the host (a solver with a "
+                "data-dependent number of iterations, or NumPy/SciPy); use sync=True. Methods "
+                "that decide on the device: gradsurgery.available(on_device=True)"
+            )
+        self.check_table(table)
+        for block in table.blocks.values():
+            if block.has_rows and not block.has_gramian:
+                # Rows at hand: their Gramian is taken right here, on their device.
+                block.policy = dataclasses.replace(block.policy, device="native", rescale=False)
+            if block.policy.synchronizes:
+                raise ValueError(
+                    f"block {block.name!r}: its Gramian source keeps a policy that waits for "
+                    "the device; build the table with GramianPolicy(device='native', "
+                    "rescale=False), as backward(..., sync=False) does"
+                )
+        flags = [block.finite() for block in table.blocks.values()]
+        if self.uses_gramian or diagnostics:
+            for block in table.blocks.values():
+                flags.append(torch.isfinite(block.gramian).all())
+        decisions = self.decide(table, signals)
+        ok = torch.stack([f.to(flags[0].device) for f in flags]).all()
+        for decision in decisions.values():
+            if decision.valid is not None:
+                ok = ok & decision.valid.to(ok.device)
+        updates: dict[str, torch.Tensor] = {}
+        blocks: dict[str, BlockReport] = {}
+        for name, block in table.blocks.items():
+            decision = decisions[name]
+            device = flags[0].device if not block.has_rows else block.matrix.device
+            weights = decision.weights.to(device)
+            ones = torch.ones_like(weights)
+            weights = torch.where(ok.to(device), weights, ones)
+            decision.weights = weights
+            updates[name] = self.update(block, decision)
+            projected = decision.projected
+            if isinstance(projected, torch.Tensor):
+                projected = projected.to(device) & ok.to(device)
+            blocks[name] = BlockReport(
+                weights=weights,
+                changed=(weights != 1).any() if decision.linear else True,
+                projected=projected,
+                details=decision.details,
+                linear=decision.linear,
+                gramian=block.gramian if block.has_gramian else None,
+                objectives=table.objectives,
+            )
+        report = Report(
+            self.name,
+            table.objectives,
+            blocks,
+            skipped_flag=~ok,
+            engine=table.engine,
+            skip_reason=(
+                "skipped: non-finite gradient rows or Gramian, or an invalid signal, on a step "
+                "without host synchronisation"
+            ),
+        )
         self.last_report = report
         return updates, report
 
@@ -245,7 +356,12 @@ class Method(abc.ABC):
         updates = {name: b.combine(ones) for name, b in table.blocks.items()}
         blocks = {name: BlockReport(weights=ones, changed=False) for name in table.blocks}
         report = Report(
-            self.name, table.objectives, blocks, skipped=True, notes=[note], engine=table.engine
+            self.name,
+            table.objectives,
+            blocks,
+            skipped_flag=True,
+            notes=[note],
+            engine=table.engine,
         )
         self.last_report = report
         return updates, report

@@ -17,15 +17,23 @@ from .gramian import conflicts, cosines
 __all__ = ["BlockReport", "Report"]
 
 
-@dataclass
+Deferred = bool | torch.Tensor
+"""A flag that is either known on the host or a 0-d boolean tensor read when needed."""
+
+
+def _resolve(flag: Deferred) -> bool:
+    return bool(flag) if isinstance(flag, torch.Tensor) else flag
+
+
 class BlockReport:
     """What a method did to one block.
+
+    A step without host synchronisation (``sync=False``) leaves the weights, the flags and
+    the details as device tensors; they are read (one synchronisation) only when accessed.
 
     Attributes:
         weights: ``(k,)`` coefficients applied to the original gradient rows; when `linear`
             the update is exactly ``Σ_i weights[i] · g_i``.
-        changed: Whether the update differs from the plain sum ``Σ_i g_i``.
-        projected: Objectives whose rows were projected.
         details: Method-specific values (e.g. GMP's ``rho``, ``sigma``, ``gamma``).
         linear: False when an element-wise step (noise, sign dropout) changed the update
             beyond the weighted sum.
@@ -33,13 +41,44 @@ class BlockReport:
             method, or because diagnostics were asked for), else ``None``.
     """
 
-    weights: torch.Tensor
-    changed: bool
-    projected: tuple[str, ...] = ()
-    details: dict[str, Any] = field(default_factory=dict)
-    linear: bool = True
-    gramian: torch.Tensor | None = field(default=None, repr=False)
-    _cosine: torch.Tensor | None = field(default=None, repr=False)
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        changed: Deferred,
+        projected: tuple[str, ...] | torch.Tensor = (),
+        details: dict[str, Any] | None = None,
+        linear: bool = True,
+        gramian: torch.Tensor | None = None,
+        objectives: tuple[str, ...] = (),
+    ) -> None:
+        if isinstance(projected, torch.Tensor) and projected.shape != (len(objectives),):
+            raise ValueError(
+                f"a projected mask needs one entry per objective ({len(objectives)}), got shape "
+                f"{tuple(projected.shape)}"
+            )
+        self.weights = weights
+        self.details: dict[str, Any] = details if details is not None else {}
+        self.linear = linear
+        self.gramian = gramian
+        self._changed = changed
+        self._projected = projected
+        self._objectives = objectives
+        self._cosine: torch.Tensor | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the update differs from the plain sum ``Σ_i g_i``."""
+        if isinstance(self._changed, torch.Tensor):
+            self._changed = _resolve(self._changed)
+        return self._changed
+
+    @property
+    def projected(self) -> tuple[str, ...]:
+        """Objectives whose rows were projected."""
+        if isinstance(self._projected, torch.Tensor):
+            mask = self._projected.tolist()
+            self._projected = tuple(o for o, hit in zip(self._objectives, mask) if hit)
+        return self._projected
 
     @property
     def cosine(self) -> torch.Tensor | None:
@@ -66,12 +105,25 @@ class BlockReport:
             "changed": self.changed,
             "linear": self.linear,
             "projected": list(self.projected),
-            "details": dict(self.details),
+            "details": {k: _plain(v) for k, v in self.details.items()},
         }
         if cosine is not None and conflict is not None:
             out["cosine"] = {f"{names[i]}|{names[j]}": float(cosine[i, j]) for i, j in pairs}
             out["conflict"] = {f"{names[i]}|{names[j]}": bool(conflict[i, j]) for i, j in pairs}
         return out
+
+    def __repr__(self) -> str:
+        return (
+            f"BlockReport(weights={self.weights!r}, changed={self._changed!r}, "
+            f"projected={self._projected!r}, linear={self.linear})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A detail as a host value: 0-d tensors become numbers, others lists."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
 
 
 def _number(value: Any) -> float | None:
@@ -93,7 +145,8 @@ class Report:
         objectives: Objective names, in row order.
         blocks: Per-block reports.
         skipped: True when the surgery was skipped (non-finite gradients with
-            ``on_nonfinite="skip"``); the plain sum was then written instead.
+            ``on_nonfinite="skip"``); the plain sum was then written instead. After a step
+            without host synchronisation it is read from the device on first access.
         notes: Human-readable remarks (why a step was skipped, parameters no objective
             reached, frozen parameters, solver fallbacks, ...).
         engine: The engine that built the gradient table (``None`` for plain matrices).
@@ -102,9 +155,19 @@ class Report:
     method: str
     objectives: tuple[str, ...]
     blocks: dict[str, BlockReport]
-    skipped: bool = False
+    skipped_flag: Deferred = False
     notes: list[str] = field(default_factory=list)
     engine: str | None = None
+    skip_reason: str | None = field(default=None, repr=False)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the surgery was skipped this step (see the class attributes)."""
+        if isinstance(self.skipped_flag, torch.Tensor):
+            self.skipped_flag = _resolve(self.skipped_flag)
+            if self.skipped_flag and self.skip_reason:
+                self.notes.append(self.skip_reason)
+        return self.skipped_flag
 
     def __getitem__(self, block: str) -> BlockReport:
         return self.blocks[block]

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["SignalError", "SignalMap", "require_signal"]
+from .transfer import to_device
+
+__all__ = ["SignalError", "SignalMap", "require_signal", "signal_on_device"]
 
 SignalMap = Mapping[str, Mapping[str, "float | torch.Tensor"]]
 """Signals keyed by block, then objective: ``{block: {objective: scalar}}``."""
@@ -19,6 +21,61 @@ SignalMap = Mapping[str, Mapping[str, "float | torch.Tensor"]]
 
 class SignalError(ValueError):
     """A signal a method needs is missing or invalid."""
+
+
+def _lookup(signals: SignalMap | None, block: str, objective: str, where: str) -> object:
+    if signals is None:
+        raise SignalError(
+            f"{where} is missing: pass signals={{{block!r}: {{{objective!r}: value}}}}"
+        )
+    per_block = signals.get(block)
+    if per_block is None:
+        raise SignalError(f"{where} is missing: signals has no block {block!r}")
+    if objective not in per_block:
+        raise SignalError(f"{where} is missing: signals[{block!r}] has {sorted(per_block)} only")
+    return per_block[objective]
+
+
+def signal_on_device(
+    signals: SignalMap | None,
+    block: str,
+    objective: str,
+    what: str,
+    device: torch.device,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one signal as a float64 0-d tensor on ``device``, without host synchronisation.
+
+    What the host can check (missing, not a scalar, not a number) raises as in
+    `require_signal`; what only the value tells (not finite, out of range) comes back as a
+    flag, for a step that skips instead of raising.
+
+    Returns:
+        ``(value, valid)``: the value (0 where invalid) and a 0-d boolean tensor.
+
+    Raises:
+        SignalError: If the signal is missing, not a scalar or not a number.
+    """
+    where = f"signal {what!r} for block {block!r}, objective {objective!r}"
+    raw = _lookup(signals, block, objective, where)
+    if isinstance(raw, torch.Tensor):
+        if raw.numel() != 1:
+            raise SignalError(f"{where} must be a scalar, got shape {tuple(raw.shape)}")
+        if not (raw.is_floating_point() or raw.dtype in (torch.int32, torch.int64)):
+            raise SignalError(f"{where} must be a real number, got dtype {raw.dtype}")
+        value = to_device(raw.detach().reshape(()).to(torch.float64), device)
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = torch.full((), float(raw), dtype=torch.float64, device=device)
+    else:
+        raise SignalError(f"{where} must be a number, got {type(raw).__name__}")
+    valid = torch.isfinite(value)
+    if low is not None:
+        valid = valid & (value >= low)
+    if high is not None:
+        valid = valid & (value <= high)
+    return torch.where(valid, value, torch.zeros_like(value)), valid
 
 
 def require_signal(
@@ -47,16 +104,7 @@ def require_signal(
         SignalError: If the signal is missing, not a scalar, not finite, or out of range.
     """
     where = f"signal {what!r} for block {block!r}, objective {objective!r}"
-    if signals is None:
-        raise SignalError(
-            f"{where} is missing: pass signals={{{block!r}: {{{objective!r}: value}}}}"
-        )
-    per_block = signals.get(block)
-    if per_block is None:
-        raise SignalError(f"{where} is missing: signals has no block {block!r}")
-    if objective not in per_block:
-        raise SignalError(f"{where} is missing: signals[{block!r}] has {sorted(per_block)} only")
-    raw = per_block[objective]
+    raw = _lookup(signals, block, objective, where)
     if isinstance(raw, torch.Tensor):
         if raw.numel() != 1:
             raise SignalError(f"{where} must be a scalar, got shape {tuple(raw.shape)}")

@@ -136,6 +136,16 @@ class BlockGradients:
         return self._gramian
 
     @property
+    def decision_device(self) -> torch.device:
+        """Where decisions on this block run: the host, or — under a ``"native"`` Gramian
+        policy — the device of the rows (or of the Gramian, when no rows are kept)."""
+        if self.policy.device == "cpu":
+            return torch.device("cpu")
+        if self._matrix is not None:
+            return self._matrix.device
+        return self.gramian.device
+
+    @property
     def has_gramian(self) -> bool:
         """Whether the Gramian has been computed (or given) already."""
         return self._gramian is not None
@@ -322,6 +332,12 @@ class GradientTable:
     def k(self) -> int:
         """The number of objectives."""
         return len(self.objectives)
+
+    @property
+    def synchronous(self) -> bool:
+        """Whether decisions on this table may read values on the host: False when every
+        block's Gramian policy avoids host synchronisation (a step with ``sync=False``)."""
+        return any(b.policy.synchronizes for b in self.blocks.values())
 
     def finite(self) -> bool:
         """Whether every gradient row is finite (one host synchronisation for the table)."""

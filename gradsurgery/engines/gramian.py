@@ -332,7 +332,7 @@ class GramianSource:
             raise ValueError(f"expected {self._k} weights, got shape {tuple(weights.shape)}")
         if self._last is not None:
             last_weights, last = self._last
-            if torch.equal(weights.detach().cpu(), last_weights):
+            if torch.equal(weights.detach().to(last_weights.device), last_weights):
                 return last.clone()
             raise RuntimeError(
                 f"block {self._block.name!r}: the Gramian engine dropped this block's factors "
@@ -370,7 +370,8 @@ class GramianSource:
                 layer.release()
         if not self._keep:
             self._layers = []
-            self._last = (weights.detach().cpu().clone(), out)
+            # Kept where they are: moving them to the host would wait for the device.
+            self._last = (weights.detach().clone(), out)
         return out
 
     def finite(self) -> torch.Tensor:

@@ -13,9 +13,9 @@ __all__ = ["Mean", "Sum", "uniform_weights"]
 _BOTH: frozenset[Kind] = frozenset({"multitask", "multimodal"})
 
 
-def uniform_weights(k: int, value: float) -> torch.Tensor:
-    """``k`` equal row weights."""
-    return torch.full((k,), value, dtype=torch.float64)
+def uniform_weights(k: int, value: float, device: torch.device | None = None) -> torch.Tensor:
+    """``k`` equal row weights (float64, on ``device``)."""
+    return torch.full((k,), value, dtype=torch.float64, device=device)
 
 
 @register
@@ -30,9 +30,10 @@ class Sum(GramianWeighting):
     name = "sum"
     kinds = _BOTH
     uses_gramian = False
+    on_device = True
 
     def weigh(self, context: Context) -> Decision:
-        return Decision(uniform_weights(context.k, 1.0))
+        return Decision(uniform_weights(context.k, 1.0, context.device))
 
 
 @register
@@ -49,6 +50,7 @@ class Mean(GramianWeighting):
     name = "mean"
     kinds = _BOTH
     uses_gramian = False
+    on_device = True
 
     def weigh(self, context: Context) -> Decision:
-        return Decision(uniform_weights(context.k, 1.0 / context.k))
+        return Decision(uniform_weights(context.k, 1.0 / context.k, context.device))

@@ -11,6 +11,7 @@ from ..core.checks import check
 from ..core.families import Context, GramianWeighting, Scope
 from ..core.method import Decision, Kind
 from ..core.table import GradientTable
+from ..core.transfer import to_device
 from ..registry import register
 
 __all__ = ["Constant"]
@@ -72,6 +73,7 @@ class Constant(GramianWeighting):
     name = "constant"
     kinds = _BOTH
     uses_gramian = False
+    on_device = True
 
     def __init__(
         self,
@@ -105,4 +107,4 @@ class Constant(GramianWeighting):
             values = [self.weights[name] for name in context.objectives]
         else:
             values = list(self.weights)
-        return Decision(torch.tensor(values, dtype=torch.float64))
+        return Decision(to_device(torch.tensor(values, dtype=torch.float64), context.device))

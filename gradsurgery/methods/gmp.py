@@ -11,11 +11,10 @@ from ..core.checks import check
 from ..core.families import CrossBlockMethod
 from ..core.gramian import cosines
 from ..core.method import Decision, Kind
-from ..core.signals import SignalMap, require_signal
+from ..core.signals import SignalMap, require_signal, signal_on_device
 from ..core.table import GradientTable
 from ..registry import register
-from ..solvers.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
-from ..solvers.projection import dot, reject
+from ..solvers.modulation import CoefficientForm, coefficient_vector, ratio_vector
 
 __all__ = ["GMP", "GMPBlockState", "gmp_block_weights"]
 
@@ -47,46 +46,63 @@ class GMPBlockState:
         return self.rho / self.sigma if self.sigma > 0 else float("inf")
 
 
-def _which_to_project(gamma: float, projection: Projection) -> tuple[str, ...]:
-    """The task(s) whose gradient CAGP (or an ablation) projects, given a conflict."""
-    if projection == "adaptive":  # project the relatively stronger task; tie → cls
-        return ("cls",) if gamma >= 1 else ("dom",)
+def _project_flags(
+    gamma: torch.Tensor, projection: Projection
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether CAGP (or an ablation) projects ``(cls, dom)`` on a conflict, given Γ."""
+    stronger_cls = gamma >= 1  # Γ ≥ 1: classification relatively stronger (tie → cls)
+    yes, no = torch.ones_like(stronger_cls), torch.zeros_like(stronger_cls)
+    if projection == "adaptive":  # project the relatively stronger task
+        return stronger_cls, ~stronger_cls
     if projection == "reverse":  # protect the stronger task instead
-        return ("dom",) if gamma >= 1 else ("cls",)
+        return ~stronger_cls, stronger_cls
     if projection == "always_cls":
-        return ("cls",)
+        return yes, no
     if projection == "always_dom":
-        return ("dom",)
+        return no, yes
     if projection == "symmetric":
-        return ("cls", "dom")
-    return ()
+        return yes, yes
+    return no, no
 
 
 def gmp_block_weights(
-    gramian: torch.Tensor, state: GMPBlockState, projection: Projection = "adaptive"
-) -> tuple[torch.Tensor, tuple[str, ...], bool]:
+    gramian: torch.Tensor,
+    k: torch.Tensor,
+    p: torch.Tensor,
+    gamma: torch.Tensor,
+    projection: Projection = "adaptive",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CAGP on one modality, in the coefficient space of its two rows ``(g_c, g_d)``.
 
     ``ĝ_c = k·g_c`` and ``ĝ_d = p·g_d`` (Eq. 11). If ``ĝ_c·ĝ_d < 0`` the chosen gradient is
     projected onto the normal plane of the other (Eqs. 12–15); the symmetric ablation
-    projects both, each against the other's unprojected version.
+    projects both, each against the other's unprojected version. A zero gradient is never
+    divided by. Pure torch on the Gramian's device, with no host synchronisation.
 
     Args:
         gramian: ``2 x 2`` Gramian of ``(g_c, g_d)``.
-        state: The modality's ρ, σ, k, p.
+        k: 0-d coefficient of ``g_c``.
+        p: 0-d coefficient of ``g_d``.
+        gamma: 0-d task-strength ratio ``Γ = ρ/σ``.
         projection: ``"adaptive"`` (CAGP) or an ablation.
 
     Returns:
-        ``(weights, projected, conflict)``: weights over ``(g_c, g_d)``, the projected tasks
-        and whether the modulated gradients conflicted.
+        ``(weights, projected, conflict)``: ``(2,)`` weights over ``(g_c, g_d)``, a ``(2,)``
+        boolean mask of the projected tasks and whether the modulated gradients conflicted.
     """
-    g_c = torch.tensor([state.k, 0.0], dtype=torch.float64)
-    g_d = torch.tensor([0.0, state.p], dtype=torch.float64)
-    conflict = bool(dot(g_c, g_d, gramian) < 0)
-    projected = _which_to_project(state.gamma, projection) if conflict else ()
-    new_c = reject(g_c, g_d, gramian) if "cls" in projected else g_c
-    new_d = reject(g_d, g_c, gramian) if "dom" in projected else g_d
-    return new_c + new_d, projected, conflict
+    gram = gramian.to(torch.float64)
+    cc, cd, dd = k * k * gram[0, 0], k * p * gram[0, 1], p * p * gram[1, 1]
+    conflict = cd < 0
+    want_c, want_d = _project_flags(gamma, projection)
+    proj_c, proj_d = conflict & want_c, conflict & want_d
+    one, zero = torch.ones_like(cc), torch.zeros_like(cc)
+    # ĝ_c − (ĝ_c·ĝ_d/‖ĝ_d‖²) ĝ_d has coefficients (k, −(cd/dd)·p) over (g_c, g_d); a
+    # squared norm that underflows to 0 leaves the projected gradient as it is.
+    move_c, move_d = proj_c & (dd > 0), proj_d & (cc > 0)
+    shift_c = torch.where(move_c, cd / torch.where(move_c, dd, one), zero)
+    shift_d = torch.where(move_d, cd / torch.where(move_d, cc, one), zero)
+    weights = torch.stack([k - shift_d * k, p - shift_c * p])
+    return weights, torch.stack([proj_c, proj_d]), conflict
 
 
 @register
@@ -174,6 +190,7 @@ class GMP(CrossBlockMethod):
         "domain confidence per modality block, for the domain objective (if present)",
     )
     uses_gramian = True
+    on_device = True
 
     def __init__(
         self,
@@ -219,77 +236,125 @@ class GMP(CrossBlockMethod):
                     )
         return has_dom
 
-    def states(self, table: GradientTable, signals: SignalMap | None) -> dict[str, GMPBlockState]:
-        """IGDM: ρ, σ, k and p of every modality block (Eqs. 8–10)."""
+    def _modulation(
+        self, q: torch.Tensor | None, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """IGDM (Eqs. 8–10) on ``(M,)`` confidences: ``(rho, sigma, k, p)``, each ``(M,)``.
+
+        ``q`` is None for one modality (ρ = 1); ``c`` is None without a domain objective or
+        for one modality (σ = 1, p = 1).
+        """
+        assert q is not None or c is None
+        if q is None:
+            one = torch.ones(1, dtype=torch.float64)
+            return one, one, one, one
+        rho = ratio_vector(q, eps=self.eps)
+        sigma = ratio_vector(c, eps=self.eps, inverse=True) if c is not None else torch.ones_like(q)
+        k = coefficient_vector(rho, self.alpha_k, self.coefficient)
+        p = coefficient_vector(sigma, self.alpha_p, self.coefficient) if c is not None else None
+        p = p if p is not None else torch.ones_like(q)
+        if self.modulation == "unified":
+            p = k
+        elif self.modulation == "without_k":
+            k = torch.ones_like(k)
+        elif self.modulation == "without_p":
+            p = torch.ones_like(p)
+        elif self.modulation == "none":
+            k = p = torch.ones_like(k)
+        return rho, sigma, k, p
+
+    def _confidences(
+        self, table: GradientTable, signals: SignalMap | None, device: torch.device | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(q, c, valid)``: the signals as ``(M,)`` float64 tensors (None where unused).
+
+        On the host (``device`` None) invalid values raise; on a device they give
+        ``valid = False``.
+        """
         has_dom = self._check_table(table)
         names = list(table.blocks)
-        multi = len(names) > 1
-        q = {
-            m: require_signal(signals, m, self.cls, "semantic confidence", low=0.0, high=1.0)
-            for m in names
-            if multi
+        if len(names) == 1:
+            return None, None, None
+        wanted = [(self.cls, "semantic confidence")]
+        if has_dom:
+            wanted.append((self.dom, "domain confidence"))
+        columns: list[torch.Tensor] = []
+        flags: list[torch.Tensor] = []
+        for objective, what in wanted:
+            values = []
+            for m in names:
+                if device is None:
+                    value = require_signal(signals, m, objective, what, low=0.0, high=1.0)
+                    values.append(torch.tensor(value, dtype=torch.float64))
+                else:
+                    tensor, ok = signal_on_device(
+                        signals, m, objective, what, device, low=0.0, high=1.0
+                    )
+                    values.append(tensor)
+                    flags.append(ok)
+            columns.append(torch.stack(values))
+        valid = torch.stack(flags).all() if flags else None
+        return columns[0], (columns[1] if has_dom else None), valid
+
+    def states(self, table: GradientTable, signals: SignalMap | None) -> dict[str, GMPBlockState]:
+        """IGDM: ρ, σ, k and p of every modality block (Eqs. 8–10)."""
+        q, c, _ = self._confidences(table, signals, None)
+        rho, sigma, k, p = self._modulation(q, c)
+        return {
+            m: GMPBlockState(rho=float(rho[i]), sigma=float(sigma[i]), k=float(k[i]), p=float(p[i]))
+            for i, m in enumerate(table.blocks)
         }
-        c = {
-            m: require_signal(signals, m, self.dom, "domain confidence", low=0.0, high=1.0)
-            for m in names
-            if multi and has_dom
-        }
-        rho = discrepancy_ratios(q, eps=self.eps) if multi else {names[0]: 1.0}
-        sigma = (
-            discrepancy_ratios(c, eps=self.eps, inverse=True) if c else dict.fromkeys(names, 1.0)
-        )
-        out = {}
-        for m in names:
-            k = modulation_coefficient(rho[m], self.alpha_k, self.coefficient)
-            p = modulation_coefficient(sigma[m], self.alpha_p, self.coefficient) if c else 1.0
-            if self.modulation == "unified":
-                p = k
-            elif self.modulation == "without_k":
-                k = 1.0
-            elif self.modulation == "without_p":
-                p = 1.0
-            elif self.modulation == "none":
-                k = p = 1.0
-            out[m] = GMPBlockState(rho=rho[m], sigma=sigma[m], k=k, p=p)
-        return out
 
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        states = self.states(table, signals)
-        has_dom = self.dom in table.objectives
+        device = next(iter(table.blocks.values())).decision_device
+        host = table.synchronous
+        q, c, valid = self._confidences(table, signals, None if host else device)
+        rho, sigma, k, p = (v.to(device) for v in self._modulation(q, c))
+        gamma = torch.where(sigma > 0, rho / torch.where(sigma > 0, sigma, 1.0), torch.inf)
         i_c = table.index(self.cls)
-        i_d = table.index(self.dom) if has_dom else None
+        i_d = table.index(self.dom) if self.dom in table.objectives else None
         out = {}
-        for name, block in table.blocks.items():
-            state = states[name]
-            weights = torch.zeros(len(table.objectives), dtype=torch.float64)
-            gram = block.gramian
+        for i, (name, block) in enumerate(table.blocks.items()):
+            weights = torch.zeros(table.k, dtype=torch.float64, device=device)
+            projected = torch.zeros(table.k, dtype=torch.bool, device=device)
             details: dict[str, Any] = {
-                "rho": state.rho,
-                "sigma": state.sigma,
-                "k": state.k,
-                "p": state.p,
-                "gamma": state.gamma,
-                "semantic_confidence": _get(signals, name, self.cls),
-                "domain_confidence": _get(signals, name, self.dom),
+                "rho": rho[i],
+                "sigma": sigma[i],
+                "k": k[i],
+                "p": p[i],
+                "gamma": gamma[i],
             }
             if i_d is None:
-                weights[i_c] = state.k
-                details.update(cosine=None, conflict=False, projected_task=None)
-                out[name] = Decision(weights, details=details)
-                continue
-            idx = [i_c, i_d]
-            pair = gram[idx][:, idx]
-            w, projected, conflict = gmp_block_weights(pair, state, self.projection)
-            weights[i_c], weights[i_d] = w[0], w[1]
-            details.update(
-                cosine=float(cosines(pair)[0, 1]),
-                conflict=conflict,
-                projected_task="both" if len(projected) == 2 else (projected or (None,))[0],
-            )
-            objective_of = {"cls": self.cls, "dom": self.dom}
-            out[name] = Decision(
-                weights, projected=tuple(objective_of[t] for t in projected), details=details
-            )
+                weights[i_c] = k[i]
+                details.update(cosine=None, conflict=False)
+                if host:
+                    details["projected_task"] = None
+            else:
+                idx = [i_c, i_d]
+                pair = block.gramian[idx][:, idx]
+                w, flags, conflict = gmp_block_weights(pair, k[i], p[i], gamma[i], self.projection)
+                weights[i_c], weights[i_d] = w[0], w[1]
+                projected[i_c], projected[i_d] = flags[0], flags[1]
+                details.update(cosine=cosines(pair)[0, 1], conflict=conflict)
+                if host:
+                    hit = [t for t, f in zip(("cls", "dom"), flags.tolist()) if f]
+                    task = "both" if len(hit) == 2 else hit[0] if hit else None
+                    details["projected_task"] = task
+            if host:
+                details = {
+                    key: (value.item() if isinstance(value, torch.Tensor) else value)
+                    for key, value in details.items()
+                }
+                details["semantic_confidence"] = _get(signals, name, self.cls)
+                details["domain_confidence"] = _get(signals, name, self.dom)
+                names = tuple(o for o, f in zip(table.objectives, projected.tolist()) if f)
+                out[name] = Decision(weights, projected=names, details=details)
+            else:
+                if q is not None:
+                    details["semantic_confidence"] = q[i]
+                    if c is not None:
+                        details["domain_confidence"] = c[i]
+                out[name] = Decision(weights, projected=projected, details=details, valid=valid)
         return out
 
 

@@ -80,6 +80,7 @@ class PCGrad(GramianWeighting):
 
     name = "pcgrad"
     stateful = True
+    on_device = True
 
     def __init__(
         self,
@@ -102,11 +103,10 @@ class PCGrad(GramianWeighting):
     def weigh(self, context: Context) -> Decision:
         orders = self._orders(context.k)
         weights, projected = pcgrad_weights(context.gramian, orders, self.reduction)
-        return Decision(
-            weights,
-            projected=tuple(o for o, p in zip(context.objectives, projected.tolist()) if p),
-            details={"order": orders},
-        )
+        if context.table.synchronous:
+            names = tuple(o for o, p in zip(context.objectives, projected.tolist()) if p)
+            return Decision(weights, projected=names, details={"order": orders})
+        return Decision(weights, projected=projected, details={"order": orders})
 
     def reset(self) -> None:
         super().reset()
