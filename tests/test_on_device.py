@@ -23,7 +23,7 @@ ON_DEVICE = gs.available(on_device=True)
 
 
 def test_the_closed_form_methods_decide_on_the_device() -> None:
-    assert {"sum", "mean", "constant", "pcgrad", "gmp"} <= set(ON_DEVICE)
+    assert {"sum", "mean", "constant", "pcgrad", "gmp", "ogmge"} <= set(ON_DEVICE)
     assert "cagrad" not in ON_DEVICE  # a solver: stays on the host
 
 
@@ -40,6 +40,14 @@ def _inputs(
             "a": {"cls": conf[2].to(device), "dom": conf[3].to(device)},
         }
         return {b: m.to(device) for b, m in rows.items()}, ["cls", "dom"], signals
+    if name == "ogmge":
+        rows = {
+            "v": torch.randn(1, 40, generator=gen, dtype=torch.float64),
+            "a": torch.randn(1, 30, generator=gen, dtype=torch.float64),
+        }
+        conf = torch.rand(2, generator=gen, dtype=torch.float64)
+        signals = {"v": {"cls": conf[0].to(device)}, "a": {"cls": conf[1].to(device)}}
+        return {b: m.to(device) for b, m in rows.items()}, ["cls"], signals
     rows = {"trunk": torch.randn(k, 50, generator=gen, dtype=torch.float64).to(device)}
     return rows, [f"t{i}" for i in range(k)], None
 
@@ -148,6 +156,13 @@ def test_the_report_is_read_when_accessed() -> None:
     assert isinstance(view["blocks"]["v"]["details"]["rho"], float)
     assert isinstance(view["skipped"], bool)
     assert all(isinstance(v, float) for v in report.scalars().values())
+
+
+def test_ogmge_noise_deviation_is_read_when_the_report_is() -> None:
+    rows, objectives, signals = _inputs("ogmge", "cpu")
+    _, report = _apply("ogmge", rows, objectives, signals, sync=False)
+    stds = report.to_dict()["blocks"]["v"]["details"]["noise_std"]
+    assert stds == [pytest.approx(float(rows["v"][0].std()))]
 
 
 def test_host_methods_and_raising_are_refused_clearly() -> None:

@@ -120,9 +120,12 @@ class BlockReport:
 
 
 def _plain(value: Any) -> Any:
-    """A detail as a host value: 0-d tensors become numbers, others lists."""
+    """A detail as a host value: 0-d tensors become numbers, others lists (also inside
+    lists and tuples)."""
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 

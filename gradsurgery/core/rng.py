@@ -44,6 +44,8 @@ class SeededGenerator:
         """
         if tensor.device.type == "cpu":
             return torch.randn(tensor.shape, generator=self.generator, dtype=torch.float32)
+        if tensor.device.type == "meta":  # shapes only (tracing): there is nothing to draw
+            return torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device)
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         device_gen = self._device_generators.get(tensor.device)
         if device_gen is None:

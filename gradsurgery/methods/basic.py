@@ -21,7 +21,8 @@ def uniform_weights(k: int, value: float, device: torch.device | None = None) ->
 @register
 class Sum(GramianWeighting):
     """Plain joint training: the update is ``Σ_i g_i``, exactly what autograd gives for
-    ``Σ_i L_i``. The baseline every other method is compared with.
+    ``Σ_i L_i``. The baseline every other method is compared with. Decides on the device
+    (``sync=False``).
 
     Args:
         scope: Accepted for uniformity with the other weightings; it changes nothing here.
@@ -41,7 +42,8 @@ class Mean(GramianWeighting):
     """The average gradient ``(1/k) Σ_i g_i``.
 
     The one method outside the library's scale convention: on ``k`` identical rows ``g`` it
-    returns ``g``, not ``k·g``, because taking the mean is its whole purpose.
+    returns ``g``, not ``k·g``, because taking the mean is its whole purpose. Decides on the
+    device (``sync=False``).
 
     Args:
         scope: Accepted for uniformity with the other weightings; it changes nothing here.

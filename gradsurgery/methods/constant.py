@@ -62,6 +62,9 @@ class Constant(GramianWeighting):
     Scale: ``k`` identical rows give ``(Σ_i c_i)·g``, the library's convention exactly when
     the weights sum to ``k``.
 
+    Decides on the device: ``sync=False`` keeps the step free of host synchronisation (see
+    the On-device step page).
+
     Args:
         weights: A list of numbers, a ``{objective: number}`` mapping, or None (all ones).
             Any finite numbers, negative included.

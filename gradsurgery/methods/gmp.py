@@ -166,6 +166,9 @@ class GMP(CrossBlockMethod):
 
     Scale: with equal confidences and no conflict the update is ``g_c + g_d``, the plain sum.
 
+    Decides on the device: ``sync=False`` keeps the step free of host synchronisation (see
+    the On-device step page).
+
     Args:
         alpha_k: Suppression strength of the classification gradient (default 0.5).
         alpha_p: Suppression strength of the domain gradient (default 0.5).

@@ -12,10 +12,10 @@ from ..core.families import CrossBlockMethod
 from ..core.gramian import combine
 from ..core.method import Decision, Kind
 from ..core.rng import SeededGenerator
-from ..core.signals import SignalMap, require_signal
+from ..core.signals import SignalMap, require_signal, signal_on_device
 from ..core.table import BlockGradients, GradientTable
 from ..registry import register
-from ..solvers.modulation import CoefficientForm, discrepancy_ratios, modulation_coefficient
+from ..solvers.modulation import CoefficientForm, coefficient_vector, ratio_vector
 
 __all__ = ["OGMGE"]
 
@@ -58,6 +58,9 @@ class OGMGE(CrossBlockMethod):
 
     Scale: at equal confidences (``ρ = 1``) and without GE the update is the gradient itself.
 
+    Decides on the device: ``sync=False`` keeps the step free of host synchronisation (see
+    the On-device step page).
+
     Args:
         alpha: Modulation strength (official default setting 0.1; 0.8 recommended for
             CREMA-D).
@@ -80,6 +83,7 @@ class OGMGE(CrossBlockMethod):
     max_objectives = 1
     needs_signals = ("semantic confidence per modality block, for the fused objective",)
     stateful = True
+    on_device = True
     needs_rows = True  # GE noise uses each tensor's gradient std
 
     def __init__(
@@ -136,19 +140,37 @@ class OGMGE(CrossBlockMethod):
         names = list(table.blocks)
         active = self.active
         self.step += 1
+        host = table.synchronous
+        device = next(iter(table.blocks.values())).decision_device
+        valid = None
         if len(names) > 1:
-            scores = {
-                m: require_signal(signals, m, objective, "semantic confidence", low=0.0, high=1.0)
-                for m in names
-            }
-            rho = discrepancy_ratios(scores, eps=self.eps)
+            what = "semantic confidence"
+            if host:
+                values = [
+                    require_signal(signals, m, objective, what, low=0.0, high=1.0) for m in names
+                ]
+                scores = torch.tensor(values, dtype=torch.float64)
+            else:
+                read = [
+                    signal_on_device(signals, m, objective, what, device, low=0.0, high=1.0)
+                    for m in names
+                ]
+                scores = torch.stack([value for value, _ in read])
+                valid = torch.stack([ok for _, ok in read]).all()
+            rho = ratio_vector(scores, eps=self.eps)
         else:
-            rho = {names[0]: 1.0}
+            rho = torch.ones(1, dtype=torch.float64, device=device)
+        k = (
+            coefficient_vector(rho, self.alpha, self.coefficient)
+            if active
+            else torch.ones_like(rho)
+        )
         out = {}
-        for m in names:
-            k = modulation_coefficient(rho[m], self.alpha, self.coefficient) if active else 1.0
-            weights = torch.tensor([k], dtype=torch.float64)
-            out[m] = Decision(weights, details={"rho": rho[m], "k": k, "active": active})
+        for i, m in enumerate(names):
+            details: dict[str, Any] = {"rho": rho[i], "k": k[i], "active": active}
+            if host:
+                details.update(rho=float(rho[i]), k=float(k[i]))
+            out[m] = Decision(k[i : i + 1].clone(), details=details, valid=valid)
         return out
 
     def update(self, block: BlockGradients, decision: Decision) -> torch.Tensor:
@@ -156,13 +178,19 @@ class OGMGE(CrossBlockMethod):
         update = combine(decision.weights, block.matrix)
         if not (self.ge and decision.details["active"]):
             return update
-        stds = []
+        stds: list[float | torch.Tensor] = []
+        host = block.policy.synchronizes
         for part, grad in zip(block.split(update), block.split(block.matrix[0])):
             work = grad if grad.dtype == torch.float64 else grad.float()
-            std = float(work.std()) if grad.numel() > 1 else 0.0
             noise = self._rng.randn_like(part)
-            part.add_(noise.to(part.dtype), alpha=std)
-            stds.append(std)
+            if host:
+                std = float(work.std()) if grad.numel() > 1 else 0.0
+                part.add_(noise.to(part.dtype), alpha=std)
+                stds.append(std)
+            else:  # the same, with the deviation kept on the device
+                std_t = work.std() if grad.numel() > 1 else work.new_zeros(())
+                part.add_(noise.to(part.dtype) * std_t.to(part.dtype))
+                stds.append(std_t)
         decision.details["noise_std"] = stds
         decision.linear = False
         return update

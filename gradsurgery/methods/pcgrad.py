@@ -68,6 +68,9 @@ class PCGrad(GramianWeighting):
     For ``k ≥ 3`` a later projection may re-introduce a conflict with an earlier ``g_j``; the
     paper's guarantee ``g_i^{PC}·g_j ≥ 0`` holds for the last ``g_j`` visited and for ``k = 2``.
 
+    Decides on the device: ``sync=False`` keeps the step free of host synchronisation (see
+    the On-device step page).
+
     Args:
         reduction: ``"sum"`` or ``"mean"`` of the projected rows.
         seed: Seed of the visiting-order generator (used when ``generator`` is None).
