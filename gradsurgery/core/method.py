@@ -228,6 +228,16 @@ class Method(abc.ABC):
                 )
             return self.apply_on_device(table, signals, diagnostics=diagnostics)
         self.check_table(table)
+        if self.uses_gramian or diagnostics:
+            # Gramians first: an overflow is found before any state advances, and a
+            # Gramian of the rows also tells whether they are finite (one pass fewer).
+            try:
+                for block in table.blocks.values():
+                    _ = block.gramian
+            except NonFiniteGradientError as error:
+                if on_nonfinite == "raise":
+                    raise
+                return self._plain_sum(table, note=f"skipped: {error}")
         if not table.finite():
             bad = table.nonfinite_rows()
             where = "; ".join(f"block {name!r}, objective(s) {rows}" for name, rows in bad.items())
@@ -237,15 +247,6 @@ class Method(abc.ABC):
                     f"{message}; pass on_nonfinite='skip' to skip the surgery on such steps"
                 )
             return self._plain_sum(table, note=f"skipped: {message}")
-        if self.uses_gramian or diagnostics:
-            # Gramians first: an overflow is found before any state advances.
-            try:
-                for block in table.blocks.values():
-                    _ = block.gramian
-            except NonFiniteGradientError as error:
-                if on_nonfinite == "raise":
-                    raise
-                return self._plain_sum(table, note=f"skipped: {error}")
         decisions = self.decide(table, signals)
         updates: dict[str, torch.Tensor] = {}
         blocks: dict[str, BlockReport] = {}
@@ -306,10 +307,14 @@ class Method(abc.ABC):
                     "the device; build the table with GramianPolicy(device='native', "
                     "rescale=False), as backward(..., sync=False) does"
                 )
-        flags = [block.finite() for block in table.blocks.values()]
+        flags = []
         if self.uses_gramian or diagnostics:
             for block in table.blocks.values():
-                flags.append(torch.isfinite(block.gramian).all())
+                gramian = block.gramian
+                if not block.has_rows:  # a source's Gramian may overflow on finite rows
+                    flags.append(torch.isfinite(gramian).all())
+        # A Gramian just taken from the rows says whether they are finite (no extra pass).
+        flags += [block.finite() for block in table.blocks.values()]
         decisions = self.decide(table, signals)
         ok = torch.stack([f.to(flags[0].device) for f in flags]).all()
         for decision in decisions.values():
