@@ -702,9 +702,8 @@ class ShardedEngine:
             if t.grad is not None:
                 outside.append((t, t.grad))
             t.grad = kept_plain[id(t)]
-        values = torch.stack([loss.detach().reshape(()).float() for loss in losses.values()])
-        return GradientTable(
-            names,
+        return GradientTable.from_passes(
+            losses,
             [
                 BlockGradients(
                     block.name,
@@ -718,7 +717,6 @@ class ShardedEngine:
                 )
                 for b, block in enumerate(blocks)
             ],
-            losses=values,
             outside=outside,
             engine=self.name,
         )

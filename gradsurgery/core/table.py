@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import torch
@@ -288,6 +288,34 @@ class GradientTable:
         self.losses: torch.Tensor | None = losses
         self.outside: list[tuple[torch.Tensor, torch.Tensor]] = list(outside)
         self.engine = engine
+
+    @classmethod
+    def from_passes(
+        cls,
+        losses: Mapping[str, torch.Tensor],
+        blocks: Sequence[BlockGradients],
+        *,
+        outside: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+        engine: str,
+    ) -> GradientTable:
+        """The table an engine assembles after its backward passes.
+
+        Args:
+            losses: The objectives by name (row order), as scalar losses; their detached
+                values are kept.
+            blocks: The blocks' gradients.
+            outside: ``(leaf, gradient)`` for the leaves outside the blocks; leaves without
+                a gradient (``None``) are left out.
+            engine: The engine's name.
+        """
+        values = torch.stack([loss.detach().reshape(()).float() for loss in losses.values()])
+        return cls(
+            list(losses),
+            blocks,
+            losses=values,
+            outside=[(t, g) for t, g in outside if g is not None],
+            engine=engine,
+        )
 
     @classmethod
     def from_matrices(

@@ -664,12 +664,10 @@ class GramianEngine:
                     numel=block.numel,
                 )
             )
-        values = torch.stack([loss.detach().reshape(()).float() for loss in losses.values()])
-        return GradientTable(
-            names,
+        return GradientTable.from_passes(
+            losses,
             tables,
-            losses=values,
-            outside=[(t, g) for t, g in zip(others, outside) if g is not None],
+            outside=zip(others, outside),
             engine=self.name,
         )
 

@@ -298,9 +298,8 @@ class RepresentationEngine:
             for leaf, g in zip(others, grads[len(params) :]):
                 add(leaf, g)
         release = _Release(len(blocks), retain_graph)
-        values = torch.stack([loss.detach().reshape(()).float() for loss in losses.values()])
-        return GradientTable(
-            names,
+        return GradientTable.from_passes(
+            losses,
             [
                 BlockGradients(
                     block.name,
@@ -314,8 +313,7 @@ class RepresentationEngine:
                 )
                 for b, block in enumerate(blocks)
             ],
-            losses=values,
-            outside=[(t, g) for t, g in zip(others, outside) if g is not None],
+            outside=zip(others, outside),
             engine=self.name,
         )
 

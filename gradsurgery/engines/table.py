@@ -122,9 +122,8 @@ class TableEngine:
                 if g is not None:
                     prev = outside[j]
                     outside[j] = g if prev is None else prev + g
-        values = torch.stack([loss.detach().reshape(()).float() for loss in losses.values()])
-        return GradientTable(
-            names,
+        return GradientTable.from_passes(
+            losses,
             [
                 BlockGradients(
                     block.name,
@@ -138,7 +137,6 @@ class TableEngine:
                 )
                 for b, block in enumerate(blocks)
             ],
-            losses=values,
-            outside=[(t, g) for t, g in zip(others, outside) if g is not None],
+            outside=zip(others, outside),
             engine=self.name,
         )
