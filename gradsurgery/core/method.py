@@ -158,6 +158,11 @@ class Method(abc.ABC):
             out[name] = getattr(self, name)
         return out
 
+    def reads_losses(self) -> bool:
+        """Whether this instance reads the loss values: `needs_losses`, unless a
+        hyper-parameter decides it (MGDA's loss normalisations)."""
+        return self.needs_losses
+
     def check_table(self, table: GradientTable) -> None:
         """Raise a clear error when the table does not fit the method's declared needs."""
         k = table.k
@@ -179,7 +184,7 @@ class Method(abc.ABC):
                 f"{type(self).__name__} reads the gradient rows themselves, which the engine "
                 f"{table.engine!r} does not keep; use engine='table'"
             )
-        if self.needs_losses and table.losses is None:
+        if self.reads_losses() and table.losses is None:
             raise ValueError(
                 f"{type(self).__name__} reads the objectives' loss values, but the table has "
                 "none; build it with gradsurgery.gradient_table (or pass losses= to "

@@ -158,6 +158,9 @@ class MGDA(GramianWeighting):
             "normalization", normalization, "str", options=("none", "l2", "loss", "loss+")
         )
 
+    def reads_losses(self) -> bool:
+        return self.normalization in ("loss", "loss+")
+
     def _normalizers(self, context: Context, K: np.ndarray, log_scale: float) -> np.ndarray | None:
         if self.normalization == "none":
             return None
