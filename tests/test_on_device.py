@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from torch import nn
 
 import gradsurgery as gs
+import gradsurgery.engines.gramian as gramian_engine
 from gradsurgery.core.gramian import GramianPolicy
 from gradsurgery.core.signals import SignalError
 from gradsurgery.core.table import GradientTable
@@ -87,17 +88,23 @@ def test_the_device_step_equals_the_host_step(name: str, seed: int, k: int) -> N
     assert device_report.skipped is False
 
 
-@pytest.mark.parametrize("engine", ["table", "gramian"])
+@pytest.mark.parametrize("engine", ["table", "gramian", "representation"])
 @pytest.mark.parametrize("device", ["cpu", "meta"])
-def test_backward_without_sync(engine: str, device: str) -> None:
+def test_backward_without_sync(engine: str, device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole step — passes, Gramian, decision, combine, ``.grad`` — on the meta device,
     and equal to the synchronised step on the CPU."""
+    factorized = []
+    product = gramian_engine._trace_product
+    monkeypatch.setattr(
+        gramian_engine, "_trace_product", lambda a, d: factorized.append(1) or product(a, d)
+    )
     grads = {}
     for sync in (True, False) if device == "cpu" else (False,):
         torch.manual_seed(0)
-        trunk = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16)).to(device)
-        heads = nn.ModuleList(nn.Linear(16, 1) for _ in range(3)).to(device)
-        z = trunk(torch.randn(32, 8).to(device))
+        # Wide layers and a small batch: the gramian engine factorizes them (no rows).
+        trunk = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 64)).to(device)
+        heads = nn.ModuleList(nn.Linear(64, 1) for _ in range(3)).to(device)
+        z = trunk(torch.randn(4, 32).to(device))
         losses = {f"t{i}": head(z).pow(2).mean() for i, head in enumerate(heads)}
         report = gs.backward(
             losses,
@@ -106,8 +113,10 @@ def test_backward_without_sync(engine: str, device: str) -> None:
             engine=engine,
             sync=sync,
             on_nonfinite="skip" if not sync else "raise",
+            features={"trunk": z} if engine == "representation" else None,
         )
         assert report.engine == engine
+        assert bool(factorized) == (engine == "gramian")  # layer Gramians from factors
         grads[sync] = [p.grad for p in trunk.parameters()]
         assert all(g is not None and g.device.type == device for g in grads[sync])
     if device == "cpu":  # the meta device holds no values to compare

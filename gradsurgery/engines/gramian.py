@@ -162,13 +162,13 @@ class _Linear:
             return a.new_zeros(a.shape[0], self.k, self.out_features)
         return d
 
-    def weight_gramian(self) -> torch.Tensor:
+    def weight_gramian(self, rescale: bool = True) -> torch.Tensor:
         a, d = self.stacked()
-        return _trace_gramian(a, d)
+        return _trace_gramian(a, d, rescale)
 
-    def bias_gramian(self) -> torch.Tensor:
+    def bias_gramian(self, rescale: bool = True) -> torch.Tensor:
         _, d = self.stacked(bias=True)
-        return _sum_gramian(d)
+        return _sum_gramian(d, rescale)
 
     def update_into(self, weights: torch.Tensor, bias: bool, out: torch.Tensor) -> None:
         """Write the weight's (or the bias's) gradient for ``Σ_i w_i Δ_i`` into ``out``
@@ -220,14 +220,17 @@ def _overflow() -> NonFiniteGradientError:
     )
 
 
-def _trace_gramian(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def _trace_gramian(a: torch.Tensor, d: torch.Tensor, rescale: bool = True) -> torch.Tensor:
     """``[tr(Δ_iᵀ A Aᵀ Δ_j)]_ij`` for ``A`` ``(N, in)`` and ``Δ`` ``(N, k, out)``.
 
-    Taken in the working dtype; rows whose squared norms leave its range are recomputed in
-    float64 after rescaling (as `gradsurgery.core.gramian.compute_gramian` does).
+    Taken in the working dtype; unless ``rescale`` is False (no host check), rows whose
+    squared norms leave its range are recomputed in float64 after rescaling (as
+    `gradsurgery.core.gramian.compute_gramian` does).
     """
     work = _work(d.dtype)
     gram = _trace_product(a.to(work), d.to(work))
+    if not rescale:
+        return gram
     suspect = _suspect(gram)
     if not bool(suspect.any()):
         return gram
@@ -250,10 +253,13 @@ def _trace_product(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     return torch.bmm(d, kd.transpose(1, 2)).sum(0)  # Σ_n Δ_n (K Δ)_nᵀ
 
 
-def _sum_gramian(d: torch.Tensor) -> torch.Tensor:
-    """``[(1ᵀΔ_i)·(1ᵀΔ_j)]_ij``: the Gramian of a bias's rows."""
+def _sum_gramian(d: torch.Tensor, rescale: bool = True) -> torch.Tensor:
+    """``[(1ᵀΔ_i)·(1ᵀΔ_j)]_ij``: the Gramian of a bias's rows (rescaled as
+    `_trace_gramian` unless ``rescale`` is False)."""
     s = d.to(_work(d.dtype)).sum(0)
     gram = s @ s.T
+    if not rescale:
+        return gram
     suspect = _suspect(gram)
     if not bool(suspect.any()) or not bool(torch.isfinite(d).all()):
         return gram
@@ -317,7 +323,8 @@ class GramianSource:
         if self._rows is not None:
             total += compute_gramian(self._rows, self._policy).to(target)
         for layer, is_weight in self._layers:
-            part = layer.weight_gramian() if is_weight else layer.bias_gramian()
+            rescale = self._policy.rescale
+            part = layer.weight_gramian(rescale) if is_weight else layer.bias_gramian(rescale)
             total += part.to(device=target, dtype=self._policy.dtype)
         return (total + total.T) / 2
 
