@@ -234,3 +234,18 @@ def test_a_compiled_pcgrad_step_draws_fresh_orders() -> None:
     rows[1] = -rows[0] + 0.1 * rows[1]  # conflicts, so the order matters
     for _ in range(4):
         torch.testing.assert_close(compiled(compiled_method, rows), step(eager_method, rows))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ON_DEVICE)
+def test_no_synchronisation_on_cuda(name: str) -> None:
+    """CUDA's sync debug mode turns any device-to-host wait into an error."""
+    rows, objectives, signals = _inputs(name, "cuda")
+    method = gs.build(name)
+    table = GradientTable.from_matrices(rows, objectives)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        updates, _ = method.apply(table, signals, on_nonfinite="skip", sync=False)  # type: ignore[arg-type]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(u.is_cuda for u in updates.values())

@@ -333,8 +333,13 @@ class GMP(CrossBlockMethod):
                 if host:
                     details["projected_task"] = None
             else:
-                idx = [i_c, i_d]
-                pair = block.gramian[idx][:, idx]
+                g = block.gramian  # the (cls, dom) entries by integer index: no index tensor
+                pair = torch.stack(
+                    [
+                        torch.stack([g[i_c, i_c], g[i_c, i_d]]),
+                        torch.stack([g[i_d, i_c], g[i_d, i_d]]),
+                    ]
+                )
                 w, flags, conflict = gmp_block_weights(pair, k[i], p[i], gamma[i], self.projection)
                 weights[i_c], weights[i_d] = w[0], w[1]
                 projected[i_c], projected[i_d] = flags[0], flags[1]
