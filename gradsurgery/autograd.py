@@ -494,10 +494,11 @@ def _on_device_policy(
     group: ProcessGroup | None,
 ) -> GramianPolicy:
     """The Gramian policy of a ``sync=False`` step, after checking that one is possible."""
-    if not method.on_device:
+    reason = method.host_only()
+    if reason is not None:
         raise ValueError(
-            f"sync=False: {type(method).__name__} decides on the host; methods that decide on "
-            "the device: gradsurgery.available(on_device=True)"
+            f"sync=False: {reason}; methods that decide on the device: "
+            "gradsurgery.available(on_device=True)"
         )
     if on_nonfinite != "skip":
         raise ValueError(

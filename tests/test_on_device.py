@@ -21,11 +21,19 @@ from gradsurgery.core.signals import SignalError
 from gradsurgery.core.table import GradientTable
 
 ON_DEVICE = gs.available(on_device=True)
+#: Hyper-parameters that select a method's on-device path.
+DEVICE_CONFIG = {"mgda": {"solver": "frank_wolfe"}}
+
+
+def _build(name: str) -> gs.Method:
+    return gs.build({"method": name, **DEVICE_CONFIG.get(name, {})})
 
 
 def test_the_closed_form_methods_decide_on_the_device() -> None:
-    assert {"sum", "mean", "constant", "pcgrad", "gmp", "ogmge"} <= set(ON_DEVICE)
+    assert {"sum", "mean", "constant", "pcgrad", "gmp", "ogmge", "mgda"} <= set(ON_DEVICE)
     assert "cagrad" not in ON_DEVICE  # a solver: stays on the host
+    assert gs.MGDA().host_only() is not None  # the exact solver is host-only
+    assert gs.MGDA(solver="frank_wolfe").host_only() is None
 
 
 def _inputs(
@@ -56,7 +64,7 @@ def _inputs(
 def _apply(
     name: str, rows: dict[str, torch.Tensor], objectives: list[str], signals: object, sync: bool
 ) -> tuple[dict[str, torch.Tensor], gs.Report]:
-    method = gs.build(name)
+    method = _build(name)
     table = GradientTable.from_matrices(rows, objectives)
     return method.apply(table, signals, on_nonfinite="skip", sync=sync)  # type: ignore[arg-type]
 
@@ -178,13 +186,15 @@ def test_host_methods_and_raising_are_refused_clearly() -> None:
     table = GradientTable.from_matrices({"b": torch.randn(3, 5)})
     with pytest.raises(ValueError, match=r"CAGrad.*host.*on_device=True"):
         gs.CAGrad().apply(table, on_nonfinite="skip", sync=False)
+    with pytest.raises(ValueError, match="solver='frank_wolfe'"):
+        gs.MGDA().apply(table, on_nonfinite="skip", sync=False)
     with pytest.raises(ValueError, match="on_nonfinite='skip'"):
         gs.PCGrad().apply(table, sync=False)
     trunk = nn.Linear(3, 3)
     z = trunk(torch.randn(4, 3))
     losses = {"a": z.sum(), "b": -z.sum()}
-    with pytest.raises(ValueError, match="host"):
-        gs.backward(losses, {"t": trunk}, gs.MGDA(), sync=False, on_nonfinite="skip")
+    with pytest.raises(ValueError, match="sync=False: UPGrad.*decides on the host"):
+        gs.backward(losses, {"t": trunk}, gs.UPGrad(), sync=False, on_nonfinite="skip")
     with pytest.raises(ValueError, match="does not wait"):
         gs.backward(
             losses, {"t": trunk}, gs.Sum(), sync=False, on_nonfinite="skip",
@@ -241,7 +251,7 @@ def test_a_compiled_pcgrad_step_draws_fresh_orders() -> None:
 def test_no_synchronisation_on_cuda(name: str) -> None:
     """CUDA's sync debug mode turns any device-to-host wait into an error."""
     rows, objectives, signals = _inputs(name, "cuda")
-    method = gs.build(name)
+    method = _build(name)
     table = GradientTable.from_matrices(rows, objectives)
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -158,6 +158,19 @@ class Method(abc.ABC):
             out[name] = getattr(self, name)
         return out
 
+    def host_only(self) -> str | None:
+        """Why this instance cannot decide on the device, or ``None`` when it can.
+
+        ``None`` exactly when the class declares `on_device`, unless a hyper-parameter
+        selects a host-only path (MGDA's exact solver).
+        """
+        if self.on_device:
+            return None
+        return (
+            f"{type(self).__name__} ({self.name!r}) decides on the host (a solver with a "
+            "data-dependent number of iterations, an eigendecomposition, or NumPy/SciPy)"
+        )
+
     def reads_losses(self) -> bool:
         """Whether this instance reads the loss values: `needs_losses`, unless a
         hyper-parameter decides it (MGDA's loss normalisations)."""
@@ -295,11 +308,11 @@ class Method(abc.ABC):
             ValueError: If the method does not decide on the device (``on_device`` is
                 False) or the table does not fit the method.
         """
-        if not self.on_device:
+        reason = self.host_only()
+        if reason is not None:
             raise ValueError(
-                f"{type(self).__name__} ({self.name!r}) decides on the host (a solver with a "
-                "data-dependent number of iterations, or NumPy/SciPy); use sync=True. Methods "
-                "that decide on the device: gradsurgery.available(on_device=True)"
+                f"{reason}; use sync=True. Methods that decide on the device: "
+                "gradsurgery.available(on_device=True)"
             )
         self.check_table(table)
         for block in table.blocks.values():

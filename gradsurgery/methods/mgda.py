@@ -17,7 +17,7 @@ from ..solvers.linalg import ZERO_RATIO, as_gramian_array
 from ..solvers.min_norm import frank_wolfe, min_norm_point
 from ..solvers.scaled_gramian import decision_gramian
 
-__all__ = ["MGDA", "mgda_weights"]
+__all__ = ["MGDA", "frank_wolfe_on_device", "mgda_weights"]
 
 Solver = Literal["exact", "frank_wolfe"]
 Normalization = Literal["none", "l2", "loss", "loss+"]
@@ -79,6 +79,37 @@ def mgda_weights(
     return torch.from_numpy(weights), info
 
 
+def frank_wolfe_on_device(
+    gramian: torch.Tensor, *, epsilon: float = 1e-3, max_iters: int = 100
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`gradsurgery.solvers.min_norm.frank_wolfe` in torch on the Gramian's device, with no
+    host synchronisation: always ``max_iters`` iterations, the steps after the stopping
+    rule fires being zero, so the result equals the host solver's (which stops there).
+
+    Returns:
+        ``(w, iterations, converged)``: the ``(k,)`` simplex point, then 0-d tensors with
+        the iterations the host solver would have run and whether its rule fired.
+    """
+    K = gramian
+    k = K.shape[0]
+    w = torch.full((k,), 1.0 / k, dtype=K.dtype, device=K.device)
+    done = torch.zeros((), dtype=torch.bool, device=K.device)
+    iterations = torch.zeros((), dtype=torch.long, device=K.device)
+    for _ in range(max_iters):
+        Kw = K @ w
+        # First index on ties, as NumPy's argmin; kept a (1,) tensor: indexing with a 0-d
+        # tensor would read it on the host.
+        t = Kw.argmin().reshape(1)
+        a, b, c = Kw.gather(0, t)[0], w @ Kw, K.diagonal().gather(0, t)[0]
+        denom = b + c - 2.0 * a  # positive wherever it is used (c > a and b > a)
+        inner = torch.where(b <= a, 0.0, (b - a) / torch.where(denom > 0, denom, 1.0))
+        gamma = torch.where(done, 0.0, torch.where(c <= a, 1.0, inner))
+        iterations = iterations + (~done).long()
+        w = ((1.0 - gamma) * w).index_add(0, t, gamma.reshape(1))
+        done = done | (gamma < epsilon)
+    return w, iterations, done
+
+
 @register
 class MGDA(GramianWeighting):
     r"""MGDA (Désidéri, C. R. Math. 2012, "Multiple-gradient descent algorithm (MGDA) for
@@ -123,6 +154,10 @@ class MGDA(GramianWeighting):
       rows, where Frank-Wolfe keeps ``1`` each.
     * An all-zero Gramian gives the uniform weights (update 0).
 
+    With ``solver="frank_wolfe"`` and no normalisation it decides on the device
+    (``sync=False``; `frank_wolfe_on_device`); report details are then ``w``,
+    ``iterations`` and ``converged``.
+
     Args:
         solver: ``"exact"`` or ``"frank_wolfe"``.
         epsilon: Frank-Wolfe's stopping step (TorchJD's default ``1e-3``); unused by
@@ -140,6 +175,7 @@ class MGDA(GramianWeighting):
     """
 
     name = "mgda"
+    on_device = True  # with solver="frank_wolfe" and no normalization (see host_only)
 
     def __init__(
         self,
@@ -161,6 +197,13 @@ class MGDA(GramianWeighting):
     def reads_losses(self) -> bool:
         return self.normalization in ("loss", "loss+")
 
+    def host_only(self) -> str | None:
+        if self.solver != "frank_wolfe":
+            return "MGDA's exact solver has a data-dependent active set; use solver='frank_wolfe'"
+        if self.normalization != "none":
+            return f"MGDA normalization={self.normalization!r} is computed on the host"
+        return None
+
     def _normalizers(self, context: Context, K: np.ndarray, log_scale: float) -> np.ndarray | None:
         if self.normalization == "none":
             return None
@@ -177,6 +220,16 @@ class MGDA(GramianWeighting):
         return losses if self.normalization == "loss" else losses * norms
 
     def weigh(self, context: Context) -> Decision:
+        if not context.table.synchronous:  # sync=False: Frank-Wolfe on the device
+            gram = context.gramian.to(torch.float64)
+            top = gram.diagonal().max()
+            w, iterations, converged = frank_wolfe_on_device(
+                gram / torch.where(top > 0, top, 1.0),
+                epsilon=self.epsilon,
+                max_iters=self.max_iters,
+            )
+            details = {"w": w, "iterations": iterations, "converged": converged}
+            return Decision(context.k * w, details=details)
         K, log_scale = decision_gramian(context)
         weights, info = mgda_weights(
             K,
