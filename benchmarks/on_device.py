@@ -13,7 +13,7 @@ at most 3x one pass. On a CPU host and device are the same processor, so only th
 the two paths mean something there.
 
 Usage:
-    python benchmarks/on_device.py [--device cuda] [--p 11000000] [--ks 2 4 8] [--compile]
+    python benchmarks/on_device.py [--device cuda] [--p 11000000] [--ks 2 4 8] [--compile [K ...]]
 """
 
 from __future__ import annotations
@@ -75,6 +75,11 @@ def _problem(
     return rows, objectives, signals
 
 
+def _build(name: str) -> gs.Method:
+    """The method with the settings that select its on-device path."""
+    return gs.build({"method": name, **get(name).on_device_settings})
+
+
 def _step(
     method: gs.Method,
     rows: dict[str, torch.Tensor],
@@ -96,14 +101,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p", type=int, default=None, help="parameters (default 11M on GPU)")
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--compile", action="store_true", help="also time a compiled step")
+    parser.add_argument(
+        "--compile",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="K",
+        help="also time a compiled step (at these k only; all k when none are given)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     p = args.p or (11_000_000 if device.type == "cuda" else 1_000_000)
     mode = "reduce-overhead" if device.type == "cuda" else None
     print(f"device {device}, P = {p:,}, ratios to one pass G.sum(0) measured in this run")
     header = "| method | k | one pass ms | host × | device × |"
-    header += " compiled × |" if args.compile else ""
+    header += " compiled × |" if args.compile is not None else ""
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     missed = []
@@ -121,13 +133,16 @@ def main(argv: list[str] | None = None) -> None:
             baseline = timeit(lambda m=matrices: [x.sum(0) for x in m], device, args.repeat)
             cells = []
             for sync in (True, False):
-                run = _step(gs.build(name), rows, objectives, signals, sync)
+                run = _step(_build(name), rows, objectives, signals, sync)
                 cells.append(timeit(run, device, args.repeat) / baseline)
-            if args.compile:
-                run = _step(gs.build(name), rows, objectives, signals, False)
-                compiled = torch.compile(run, mode=mode)
-                cells.append(timeit(compiled, device, args.repeat) / baseline)
-            best = min(cells[1:])
+            if args.compile is not None:
+                if not args.compile or k in args.compile:
+                    run = _step(_build(name), rows, objectives, signals, False)
+                    compiled = torch.compile(run, mode=mode)
+                    cells.append(timeit(compiled, device, args.repeat) / baseline)
+                else:
+                    cells.append(float("nan"))
+            best = min(c for c in cells[1:] if c == c)  # NaN: not measured
             if device.type == "cuda" and best > TARGET:
                 missed.append(f"{name} k={k_rows}: {best:.2f}×")
             row = f"| {name} | {k_rows} | {baseline * 1e3:.3f} | "

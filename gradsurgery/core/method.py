@@ -90,6 +90,9 @@ class Method(abc.ABC):
     """Whether its decision runs on the rows' device without host synchronisation (closed
     form or a fixed number of small iterations), so ``apply(..., sync=False)`` and a
     compiled step can take it."""
+    on_device_settings: ClassVar[Mapping[str, Any]] = {}
+    """Hyper-parameters that select the on-device path where the defaults do not (MGDA:
+    ``{"solver": "frank_wolfe"}``)."""
     needs_rows: ClassVar[bool] = False
     """Whether it reads the gradient rows themselves (element-wise steps, noise from the
     rows' statistics, tracked gradients), which memory-light engines do not keep."""

@@ -60,6 +60,12 @@ class SeededGenerator:
         """A random permutation of ``range(n)``."""
         return [int(i) for i in torch.randperm(n, generator=self.generator)]
 
+    def permutations(self, n: int, count: int) -> torch.Tensor:
+        """``count`` random permutations of ``range(n)`` as a ``(count, n)`` CPU tensor: the
+        same draws as ``count`` calls of `permutation`, kept a tensor (so a compiled step
+        takes them as an input rather than as constants)."""
+        return torch.stack([torch.randperm(n, generator=self.generator) for _ in range(count)])
+
     def state(self) -> dict[str, Any]:
         """The generator state, for ``state_dict``."""
         return {"generator": self.generator.get_state()}

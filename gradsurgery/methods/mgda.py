@@ -4,7 +4,8 @@ Koltun, NeurIPS 2018)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -176,6 +177,7 @@ class MGDA(GramianWeighting):
 
     name = "mgda"
     on_device = True  # with solver="frank_wolfe" and no normalization (see host_only)
+    on_device_settings: ClassVar[Mapping[str, Any]] = {"solver": "frank_wolfe"}
 
     def __init__(
         self,

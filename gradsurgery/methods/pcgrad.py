@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -18,13 +18,16 @@ __all__ = ["PCGrad", "pcgrad_weights"]
 
 
 def pcgrad_weights(
-    gramian: torch.Tensor, orders: list[list[int]], reduction: Literal["sum", "mean"] = "sum"
+    gramian: torch.Tensor,
+    orders: torch.Tensor | Sequence[Sequence[int]],
+    reduction: Literal["sum", "mean"] = "sum",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PCGrad's row weights from the Gramian and the visiting orders.
 
     Args:
         gramian: ``(k, k)`` Gramian of the gradient rows.
-        orders: ``orders[i]``: the order in which row ``i`` visits the other rows.
+        orders: ``orders[i]``: the order in which row ``i`` visits the other rows (a
+            ``(k, k − 1)`` integer tensor or nested sequences).
         reduction: ``"sum"`` (paper) or ``"mean"`` of the projected rows.
 
     Returns:
@@ -100,15 +103,18 @@ class PCGrad(GramianWeighting):
         self.seed: int = check("seed", seed, "int")
         self._rng = SeededGenerator(seed, generator)
 
-    def _orders(self, k: int) -> list[list[int]]:
-        return [[j for j in self._rng.permutation(k) if j != i] for i in range(k)]
+    def _orders(self, k: int) -> torch.Tensor:
+        """``(k, k − 1)``: row ``i`` is a fresh permutation of the other rows."""
+        perms = self._rng.permutations(k, k)
+        others = perms != torch.arange(k)[:, None]
+        return perms[others].reshape(k, k - 1)
 
     def weigh(self, context: Context) -> Decision:
         orders = self._orders(context.k)
         weights, projected = pcgrad_weights(context.gramian, orders, self.reduction)
         if context.table.synchronous:
             names = tuple(o for o, p in zip(context.objectives, projected.tolist()) if p)
-            return Decision(weights, projected=names, details={"order": orders})
+            return Decision(weights, projected=names, details={"order": orders.tolist()})
         return Decision(weights, projected=projected, details={"order": orders})
 
     def reset(self) -> None:
