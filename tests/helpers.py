@@ -45,6 +45,9 @@ class Case:
         scale_exception: Why the default is outside the scale convention.
         degree: Degree of positive homogeneity: ``m(c·G) = c**degree · m(G)`` for c > 0.
         linear: Whether the report's weights reproduce the update (False: element-wise).
+        conditioned: For solver-based methods whose update amplifies the solver's tolerance:
+            whether the last decision was conditioned well enough for the homogeneity
+            property's tolerance (read from the method's report).
     """
 
     make: Callable[[], gs.Method]
@@ -58,6 +61,7 @@ class Case:
     scale_exception: str = ""
     degree: float = 1.0
     linear: bool = True
+    conditioned: Callable[[gs.Method], bool] | None = None
 
 
 def run(case: Case, matrix: torch.Tensor, method: gs.Method | None = None) -> torch.Tensor:

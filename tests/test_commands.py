@@ -35,6 +35,7 @@ SHRINK = {
     "mmdg.compare": ["--seeds", "1", "--epochs", "1", "--targets", "en", "--no-plots", "--quiet"],
     "mmdg.minimal": ["--epochs", "1"],
     "examples/distributed/train.py": ["--steps", "2"],
+    "benchmarks/on_device.py": ["--p", "4096", "--repeat", "1", "--ks", "2"],
     "benchmarks/engines.py": ["--quick", "--no-torchjd", "--no-memory"],
 }
 #: Commands that need optional extras; run with --help when those are missing.

@@ -54,11 +54,15 @@ factors = st.tuples(st.floats(1.0, 10.0), st.integers(-30, 29)).map(lambda t: t[
 def test_positive_homogeneity(name: str, data: st.DataObject, c: float) -> None:
     case = CASES[name]
     G = data.draw(matrices(k=_k(case, data.draw(st.integers(1, 5)))))
-    if case.degree != 1:
-        # Scale-free updates need weights ~ 1/|g|: keep them inside float64's range.
-        nonzero = G[G != 0].abs()
-        assume(nonzero.numel() == 0 or float(nonzero.min()) >= 1e-100)
-    a = run(case, G)
+    # The domain: entries 0 or ≥ 1e-100, so that at every factor (down to 1e-30) a row stays
+    # on its side of the zero-row rule (norms below ~1e-154 count as zero, see
+    # compute_gramian), and the weights ~1/|g| of scale-free updates fit float64.
+    nonzero = G[G != 0].abs()
+    assume(nonzero.numel() == 0 or float(nonzero.min()) >= 1e-100)
+    method = case.make()
+    a = run(case, G, method)
+    if case.conditioned is not None:
+        assume(case.conditioned(method))
     b = run(case, c * G)
     factor = c**case.degree
     tol = 1e-6 * (G.abs().max().item() * G.shape[0] + 1e-12) * factor

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dpotrs
 
-__all__ = ["NonnegativeQPResult", "psd_part", "solve_nonnegative_qp"]
+__all__ = ["NonnegativeQPResult", "psd_part", "psd_part_eigh", "solve_nonnegative_qp"]
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -58,15 +58,24 @@ def psd_part(A: np.ndarray) -> tuple[np.ndarray, float]:
     (the same object). The solution then meets its KKT
     conditions for the input up to a term of order ``ν`` (see the solvers' tolerances).
     """
+    out, nu, _, _ = psd_part_eigh(A)
+    return out, nu
+
+
+def psd_part_eigh(A: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """`psd_part`, plus the eigenpairs it came from: ``(out, ν, λ₊, V)`` with ``λ₊`` the
+    eigenvalues clipped at 0, so that ``V diag(λ₊) Vᵀ`` is ``A`` with its negative
+    eigenvalues set to 0."""
     k = A.shape[0]
     if k == 0:
-        return A, 0.0
+        return A, 0.0, np.zeros(0), np.zeros((0, 0))
     lam, V = np.linalg.eigh(A)
+    clipped = np.clip(lam, 0.0, None)
     nu = max(0.0, -float(lam[0]))
     if nu <= 16.0 * k * _EPS * max(float(lam[-1]), 0.0):
-        return A, nu
-    out = (V * np.clip(lam, 0.0, None)) @ V.T
-    return (out + out.T) / 2, nu
+        return A, nu, clipped, V
+    out = (V * clipped) @ V.T
+    return (out + out.T) / 2, nu, clipped, V
 
 
 def _solve_passive(H: np.ndarray, b: np.ndarray) -> np.ndarray | None:

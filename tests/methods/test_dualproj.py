@@ -52,7 +52,11 @@ def test_spec_vectors() -> None:
 @given(G=matrices(max_k=6), seed=st.integers(0, 100))
 def test_update_is_the_projection_of_the_weighted_sum(G: torch.Tensor, seed: int) -> None:
     # Exact mode: d = Gᵀw lies in the dual cone, y − d is orthogonal to d (y = Gᵀp), and
-    # y − d = −Gᵀ(w − p) with w ≥ p: the optimality conditions of the projection.
+    # y − d = −Gᵀ(w − p) with w ≥ p: the optimality conditions of the projection. They are
+    # homogeneous in G, so G is taken at unit scale (tolerances of order |G|³ would
+    # underflow for rows of norm 1e-120; homogeneity itself is a property of the suite).
+    top = float(G.norm(dim=1).max())
+    G = G / top if top > 0 else G
     k = G.shape[0]
     p = np.random.default_rng(seed).uniform(0.0, 2.0, k)
     method = DualProj(preference=p.tolist(), regularization=0.0)
