@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
+from ..core.arrays import namespace
 from ..core.checks import check
 from ..core.families import CrossBlockMethod
-from ..core.gramian import cosines
 from ..core.method import Decision, Kind
 from ..core.signals import SignalMap, require_signal, signal_on_device
 from ..core.table import GradientTable
@@ -46,12 +48,11 @@ class GMPBlockState:
         return self.rho / self.sigma if self.sigma > 0 else float("inf")
 
 
-def _project_flags(
-    gamma: torch.Tensor, projection: Projection
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _project_flags(gamma: Any, projection: Projection) -> tuple[Any, Any]:
     """Whether CAGP (or an ablation) projects ``(cls, dom)`` on a conflict, given Γ."""
+    xp = namespace(gamma)
     stronger_cls = gamma >= 1  # Γ ≥ 1: classification relatively stronger (tie → cls)
-    yes, no = torch.ones_like(stronger_cls), torch.zeros_like(stronger_cls)
+    yes, no = xp.ones_like(stronger_cls), xp.zeros_like(stronger_cls)
     if projection == "adaptive":  # project the relatively stronger task
         return stronger_cls, ~stronger_cls
     if projection == "reverse":  # protect the stronger task instead
@@ -66,21 +67,18 @@ def _project_flags(
 
 
 def gmp_block_weights(
-    gramian: torch.Tensor,
-    k: torch.Tensor,
-    p: torch.Tensor,
-    gamma: torch.Tensor,
-    projection: Projection = "adaptive",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gramian: Any, k: Any, p: Any, gamma: Any, projection: Projection = "adaptive"
+) -> tuple[Any, Any, Any]:
     """CAGP on one modality, in the coefficient space of its two rows ``(g_c, g_d)``.
 
     ``ĝ_c = k·g_c`` and ``ĝ_d = p·g_d`` (Eq. 11). If ``ĝ_c·ĝ_d < 0`` the chosen gradient is
     projected onto the normal plane of the other (Eqs. 12–15); the symmetric ablation
     projects both, each against the other's unprojected version. A zero gradient is never
-    divided by. Pure torch on the Gramian's device, with no host synchronisation.
+    divided by. Written once for NumPy (the host) and torch (a device, no host
+    synchronisation): see `gradsurgery.core.arrays`.
 
     Args:
-        gramian: ``2 x 2`` Gramian of ``(g_c, g_d)``.
+        gramian: ``2 x 2`` float64 Gramian of ``(g_c, g_d)``.
         k: 0-d coefficient of ``g_c``.
         p: 0-d coefficient of ``g_d``.
         gamma: 0-d task-strength ratio ``Γ = ρ/σ``.
@@ -90,19 +88,28 @@ def gmp_block_weights(
         ``(weights, projected, conflict)``: ``(2,)`` weights over ``(g_c, g_d)``, a ``(2,)``
         boolean mask of the projected tasks and whether the modulated gradients conflicted.
     """
-    gram = gramian.to(torch.float64)
-    cc, cd, dd = k * k * gram[0, 0], k * p * gram[0, 1], p * p * gram[1, 1]
+    xp = namespace(gramian)
+    cc, cd, dd = k * k * gramian[0, 0], k * p * gramian[0, 1], p * p * gramian[1, 1]
     conflict = cd < 0
     want_c, want_d = _project_flags(gamma, projection)
     proj_c, proj_d = conflict & want_c, conflict & want_d
-    one, zero = torch.ones_like(cc), torch.zeros_like(cc)
+    one, zero = xp.ones_like(cc), xp.zeros_like(cc)
     # ĝ_c − (ĝ_c·ĝ_d/‖ĝ_d‖²) ĝ_d has coefficients (k, −(cd/dd)·p) over (g_c, g_d); a
     # squared norm that underflows to 0 leaves the projected gradient as it is.
     move_c, move_d = proj_c & (dd > 0), proj_d & (cc > 0)
-    shift_c = torch.where(move_c, cd / torch.where(move_c, dd, one), zero)
-    shift_d = torch.where(move_d, cd / torch.where(move_d, cc, one), zero)
-    weights = torch.stack([k - shift_d * k, p - shift_c * p])
-    return weights, torch.stack([proj_c, proj_d]), conflict
+    shift_c = xp.where(move_c, cd / xp.where(move_c, dd, one), zero)
+    shift_d = xp.where(move_d, cd / xp.where(move_d, cc, one), zero)
+    weights = xp.stack([k - shift_d * k, p - shift_c * p])
+    return weights, xp.stack([proj_c, proj_d]), conflict
+
+
+def _pair_cosine(pair: Any) -> Any:
+    """The cosine of the two rows of a ``2 x 2`` Gramian (0 when one is zero)."""
+    xp = namespace(pair)
+    denom = xp.sqrt(xp.where(pair[0, 0] * pair[1, 1] > 0, pair[0, 0] * pair[1, 1], 0 * pair[0, 1]))
+    positive = denom > 0
+    cosine = xp.where(positive, pair[0, 1] / xp.where(positive, denom, 1 + 0 * denom), 0 * denom)
+    return xp.clip(cosine, -1.0, 1.0)
 
 
 @register
@@ -239,63 +246,56 @@ class GMP(CrossBlockMethod):
                     )
         return has_dom
 
-    def _modulation(
-        self, q: torch.Tensor | None, c: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """IGDM (Eqs. 8–10) on ``(M,)`` confidences: ``(rho, sigma, k, p)``, each ``(M,)``.
-
-        ``q`` is None for one modality (ρ = 1); ``c`` is None without a domain objective or
-        for one modality (σ = 1, p = 1).
-        """
-        assert q is not None or c is None
-        if q is None:
-            one = torch.ones(1, dtype=torch.float64)
-            return one, one, one, one
+    def _modulation(self, q: Any, c: Any) -> tuple[Any, Any, Any, Any]:
+        """IGDM (Eqs. 8–10) on ``(M,)`` confidences: ``(rho, sigma, k, p)``, each ``(M,)``
+        (NumPy arrays or tensors, as ``q``). ``c`` is None without a domain objective
+        (σ = 1, p = 1); one modality gives ρ = σ = 1."""
+        xp = namespace(q)
         rho = ratio_vector(q, eps=self.eps)
-        sigma = ratio_vector(c, eps=self.eps, inverse=True) if c is not None else torch.ones_like(q)
+        ones = xp.ones_like(q)
+        sigma = ratio_vector(c, eps=self.eps, inverse=True) if c is not None else ones
         k = coefficient_vector(rho, self.alpha_k, self.coefficient)
-        p = coefficient_vector(sigma, self.alpha_p, self.coefficient) if c is not None else None
-        p = p if p is not None else torch.ones_like(q)
+        p = coefficient_vector(sigma, self.alpha_p, self.coefficient) if c is not None else ones
         if self.modulation == "unified":
             p = k
         elif self.modulation == "without_k":
-            k = torch.ones_like(k)
+            k = ones
         elif self.modulation == "without_p":
-            p = torch.ones_like(p)
+            p = ones
         elif self.modulation == "none":
-            k = p = torch.ones_like(k)
+            k = p = ones
         return rho, sigma, k, p
 
     def _confidences(
         self, table: GradientTable, signals: SignalMap | None, device: torch.device | None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """``(q, c, valid)``: the signals as ``(M,)`` float64 tensors (None where unused).
-
-        On the host (``device`` None) invalid values raise; on a device they give
-        ``valid = False``.
-        """
+    ) -> tuple[Any, Any, torch.Tensor | None]:
+        """``(q, c, valid)``: the signals as ``(M,)`` float64 arrays — NumPy on the host
+        (``device`` None; invalid values raise), torch tensors on ``device`` (invalid values
+        give ``valid = False``). One modality has no signals: ``q`` is ones, ``c`` None."""
         has_dom = self._check_table(table)
         names = list(table.blocks)
         if len(names) == 1:
-            return None, None, None
+            if device is None:
+                return np.ones(1), None, None
+            return torch.ones(1, dtype=torch.float64, device=device), None, None
         wanted = [(self.cls, "semantic confidence")]
         if has_dom:
             wanted.append((self.dom, "domain confidence"))
-        columns: list[torch.Tensor] = []
+        columns: list[Any] = []
         flags: list[torch.Tensor] = []
         for objective, what in wanted:
-            values = []
-            for m in names:
-                if device is None:
-                    value = require_signal(signals, m, objective, what, low=0.0, high=1.0)
-                    values.append(torch.tensor(value, dtype=torch.float64))
-                else:
-                    tensor, ok = signal_on_device(
-                        signals, m, objective, what, device, low=0.0, high=1.0
-                    )
-                    values.append(tensor)
-                    flags.append(ok)
-            columns.append(torch.stack(values))
+            if device is None:
+                values = [
+                    require_signal(signals, m, objective, what, low=0.0, high=1.0) for m in names
+                ]
+                columns.append(np.array(values, dtype=np.float64))
+                continue
+            read = [
+                signal_on_device(signals, m, objective, what, device, low=0.0, high=1.0)
+                for m in names
+            ]
+            columns.append(torch.stack([value for value, _ in read]))
+            flags += [ok for _, ok in read]
         valid = torch.stack(flags).all() if flags else None
         return columns[0], (columns[1] if has_dom else None), valid
 
@@ -309,17 +309,23 @@ class GMP(CrossBlockMethod):
         }
 
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
-        device = next(iter(table.blocks.values())).decision_device
         host = table.synchronous
+        device = next(iter(table.blocks.values())).decision_device
         q, c, valid = self._confidences(table, signals, None if host else device)
-        rho, sigma, k, p = (v.to(device) for v in self._modulation(q, c))
-        gamma = torch.where(sigma > 0, rho / torch.where(sigma > 0, sigma, 1.0), torch.inf)
+        xp = namespace(q)
+        multi = len(table.blocks) > 1
+        rho, sigma, k, p = self._modulation(q, c)
+        positive = sigma > 0
+        gamma = xp.where(positive, rho / xp.where(positive, sigma, 1.0), math.inf)
         i_c = table.index(self.cls)
         i_d = table.index(self.dom) if self.dom in table.objectives else None
         out = {}
         for i, (name, block) in enumerate(table.blocks.items()):
-            weights = torch.zeros(table.k, dtype=torch.float64, device=device)
-            projected = torch.zeros(table.k, dtype=torch.bool, device=device)
+            weights: Any = np.zeros(table.k)
+            projected: Any = np.zeros(table.k, dtype=bool)
+            if not host:
+                weights = torch.zeros(table.k, dtype=torch.float64, device=device)
+                projected = torch.zeros(table.k, dtype=torch.bool, device=device)
             details: dict[str, Any] = {
                 "rho": rho[i],
                 "sigma": sigma[i],
@@ -330,35 +336,32 @@ class GMP(CrossBlockMethod):
             if i_d is None:
                 weights[i_c] = k[i]
                 details.update(cosine=None, conflict=False)
-                if host:
-                    details["projected_task"] = None
             else:
-                g = block.gramian  # the (cls, dom) entries by integer index: no index tensor
-                pair = torch.stack(
-                    [
-                        torch.stack([g[i_c, i_c], g[i_c, i_d]]),
-                        torch.stack([g[i_d, i_c], g[i_d, i_d]]),
-                    ]
+                gram = block.gramian.to(torch.float64)
+                g: Any = gram.numpy() if host else gram  # entries by integer index
+                pair = xp.stack(
+                    [xp.stack([g[i_c, i_c], g[i_c, i_d]]), xp.stack([g[i_d, i_c], g[i_d, i_d]])]
                 )
                 w, flags, conflict = gmp_block_weights(pair, k[i], p[i], gamma[i], self.projection)
                 weights[i_c], weights[i_d] = w[0], w[1]
                 projected[i_c], projected[i_d] = flags[0], flags[1]
-                details.update(cosine=cosines(pair)[0, 1], conflict=conflict)
-                if host:
-                    hit = [t for t, f in zip(("cls", "dom"), flags.tolist()) if f]
-                    task = "both" if len(hit) == 2 else hit[0] if hit else None
-                    details["projected_task"] = task
+                details.update(cosine=_pair_cosine(pair), conflict=conflict)
             if host:
                 details = {
-                    key: (value.item() if isinstance(value, torch.Tensor) else value)
+                    key: (value.item() if isinstance(value, np.generic) else value)
                     for key, value in details.items()
                 }
+                task = None
+                if i_d is not None:
+                    hit = [t for t, f in zip(("cls", "dom"), (projected[i_c], projected[i_d])) if f]
+                    task = "both" if len(hit) == 2 else hit[0] if hit else None
+                details["projected_task"] = task
                 details["semantic_confidence"] = _get(signals, name, self.cls)
                 details["domain_confidence"] = _get(signals, name, self.dom)
                 names = tuple(o for o, f in zip(table.objectives, projected.tolist()) if f)
-                out[name] = Decision(weights, projected=names, details=details)
+                out[name] = Decision(torch.from_numpy(weights), projected=names, details=details)
             else:
-                if q is not None:
+                if multi:
                     details["semantic_confidence"] = q[i]
                     if c is not None:
                         details["domain_confidence"] = c[i]

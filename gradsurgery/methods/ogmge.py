@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..core.checks import check
@@ -149,7 +150,7 @@ class OGMGE(CrossBlockMethod):
                 values = [
                     require_signal(signals, m, objective, what, low=0.0, high=1.0) for m in names
                 ]
-                scores = torch.tensor(values, dtype=torch.float64)
+                scores: Any = np.array(values, dtype=np.float64)  # NumPy on the host
             else:
                 read = [
                     signal_on_device(signals, m, objective, what, device, low=0.0, high=1.0)
@@ -159,18 +160,16 @@ class OGMGE(CrossBlockMethod):
                 valid = torch.stack([ok for _, ok in read]).all()
             rho = ratio_vector(scores, eps=self.eps)
         else:
-            rho = torch.ones(1, dtype=torch.float64, device=device)
-        k = (
-            coefficient_vector(rho, self.alpha, self.coefficient)
-            if active
-            else torch.ones_like(rho)
-        )
+            rho = np.ones(1) if host else torch.ones(1, dtype=torch.float64, device=device)
+        k = coefficient_vector(rho, self.alpha, self.coefficient) if active else rho * 0 + 1
         out = {}
         for i, m in enumerate(names):
             details: dict[str, Any] = {"rho": rho[i], "k": k[i], "active": active}
             if host:
                 details.update(rho=float(rho[i]), k=float(k[i]))
-            out[m] = Decision(k[i : i + 1].clone(), details=details, valid=valid)
+                out[m] = Decision(torch.from_numpy(k[i : i + 1].copy()), details=details)
+            else:
+                out[m] = Decision(k[i : i + 1].clone(), details=details, valid=valid)
         return out
 
     def update(self, block: BlockGradients, decision: Decision) -> torch.Tensor:

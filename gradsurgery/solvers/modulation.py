@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
-import torch
+import numpy as np
+
+from ..core.arrays import namespace
 
 __all__ = [
     "CoefficientForm",
@@ -19,9 +21,10 @@ __all__ = [
 CoefficientForm = Literal["published", "continuous"]
 
 
-def ratio_vector(values: torch.Tensor, *, eps: float = 0.0, inverse: bool = False) -> torch.Tensor:
-    """Each entry of ``values`` relative to the mean of the others, in torch (any device, no
-    host synchronisation); the math of `discrepancy_ratios`.
+def ratio_vector(values: Any, *, eps: float = 0.0, inverse: bool = False) -> Any:
+    """Each entry of ``values`` relative to the mean of the others; the math of
+    `discrepancy_ratios`, on a NumPy array or a torch tensor (any device, no host
+    synchronisation).
 
     Args:
         values: ``(M,)`` per-member scalars.
@@ -29,39 +32,42 @@ def ratio_vector(values: torch.Tensor, *, eps: float = 0.0, inverse: bool = Fals
         inverse: Flip the fraction.
 
     Returns:
-        ``(M,)`` ratios; all ones for one member; ``inf`` for a zero denominator (1 when the
-        numerator is zero too), never NaN.
+        ``(M,)`` ratios, of the input's kind; all ones for one member; ``inf`` for a zero
+        denominator (1 when the numerator is zero too), never NaN.
     """
+    xp = namespace(values)
     members = values.shape[0]
+    ones = xp.ones_like(values)
     if members == 1:
-        return torch.ones_like(values)
+        return ones
     # The others' mean as one product with a 0/1 mask: for two members it is exactly the
     # other value (a sum minus self would round).
-    mask = 1 - torch.eye(members, dtype=values.dtype, device=values.device)
+    mask = ones[:, None] * ones[None, :] - xp.diag(ones)
     others = (mask @ values) / (members - 1)
     num, den = (others, values + eps) if inverse else (values, others + eps)
     positive = den > 0
-    safe = torch.where(positive, den, torch.ones_like(den))
-    fallback = torch.where(num > 0, torch.full_like(num, math.inf), torch.ones_like(num))
-    return torch.where(positive, num / safe, fallback)
+    safe = xp.where(positive, den, ones)
+    fallback = xp.where(num > 0, xp.full_like(num, math.inf), ones)
+    return xp.where(positive, num / safe, fallback)
 
 
-def coefficient_vector(
-    ratio: torch.Tensor, alpha: float, form: CoefficientForm = "published"
-) -> torch.Tensor:
-    """`modulation_coefficient` of every entry of ``ratio``, in torch (no host sync)."""
+def coefficient_vector(ratio: Any, alpha: float, form: CoefficientForm = "published") -> Any:
+    """`modulation_coefficient` of every entry of ``ratio`` (a NumPy array or a tensor)."""
     if form not in ("published", "continuous"):
         raise ValueError(f"coefficient form must be 'published' or 'continuous', got {form!r}")
+    xp = namespace(ratio)
+    ones = xp.ones_like(ratio)
     if alpha == 0:
-        return torch.ones_like(ratio)
+        return ones
     if form == "published":
-        return torch.where(ratio > 1, _one_minus_tanh(alpha * ratio), torch.ones_like(ratio))
-    return _one_minus_tanh(alpha * (ratio - 1).clamp_min(0))
+        return xp.where(ratio > 1, _one_minus_tanh(alpha * ratio), ones)
+    excess = ratio - 1
+    return _one_minus_tanh(alpha * xp.where(excess > 0, excess, 0 * excess))
 
 
-def _one_minus_tanh(x: torch.Tensor) -> torch.Tensor:
+def _one_minus_tanh(x: Any) -> Any:
     """``1 − tanh(x)`` for ``x ≥ 0`` without cancellation: ``2e^{−2x} / (1 + e^{−2x})``."""
-    e = torch.exp(-2.0 * x)
+    e = namespace(x).exp(-2.0 * x)
     return 2.0 * e / (1.0 + e)
 
 
@@ -85,7 +91,7 @@ def discrepancy_ratios(
         The ratio of every member.
     """
     names = list(values)
-    vector = torch.tensor([float(values[m]) for m in names], dtype=torch.float64)
+    vector = np.array([float(values[m]) for m in names], dtype=np.float64)
     ratios = ratio_vector(vector, eps=eps, inverse=inverse).tolist()
     return dict(zip(names, ratios))
 
@@ -102,5 +108,4 @@ def modulation_coefficient(
     Returns:
         A coefficient in ``[0, 1]``; exactly 1 when ``ratio ≤ 1`` or ``α = 0``.
     """
-    value = torch.tensor([float(ratio)], dtype=torch.float64)
-    return float(coefficient_vector(value, alpha, form)[0])
+    return float(coefficient_vector(np.array([float(ratio)]), alpha, form)[0])
