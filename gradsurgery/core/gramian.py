@@ -162,12 +162,16 @@ def combine(weights: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     work_dtype = _working_dtype(matrix.dtype)
     work = matrix.to(work_dtype)
     if matrix.shape[0] <= 2 and weights.device.type == "cpu":
-        # One or two rows: a scale and an axpy move fewer bytes than a GPU gemv does.
+        # One or two rows, weights on the host: elementwise ops move fewer bytes than a gemv
+        # (on a GPU, and on a CPU too). With a unit weight, two rows are one fused pass.
         w = [float(x) for x in weights]
-        out = work[0] * w[0]
-        if len(w) == 2:
-            out.add_(work[1], alpha=w[1])
-        return out.to(matrix.dtype)
+        if len(w) == 1:
+            return (work[0] * w[0]).to(matrix.dtype)
+        if w[0] == 1.0:
+            return torch.add(work[0], work[1], alpha=w[1]).to(matrix.dtype)
+        if w[1] == 1.0:
+            return torch.add(work[1], work[0], alpha=w[0]).to(matrix.dtype)
+        return (work[0] * w[0]).add_(work[1], alpha=w[1]).to(matrix.dtype)
     w_dev = weights.to(device=matrix.device, dtype=work_dtype)
     return (w_dev @ work).to(matrix.dtype)
 
