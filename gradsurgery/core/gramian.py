@@ -131,9 +131,17 @@ _MAX_CHUNKS = {"cpu": 64, "gpu": 8192}
 _MIN_CHUNK = {"cpu": 16384, "gpu": 1024}
 
 
+#: On a CPU, up to this many entries (8 MiB of float32) one plain product is faster than the
+#: chunks (measured on one thread: 1.2–1.8x faster at k = 2, P ≤ 1M; the chunks win from about
+#: 4M entries on, 1.4–3.7x at k = 8).
+_CPU_PLAIN_ENTRIES = 2**21
+
+
 def _gram(work: torch.Tensor) -> torch.Tensor:
     k, p = work.shape
     kind = "cpu" if work.device.type == "cpu" else "gpu"
+    if kind == "cpu" and k * p <= _CPU_PLAIN_ENTRIES:
+        return work @ work.T
     chunks = min(_MAX_CHUNKS[kind], p // _MIN_CHUNK[kind])
     if chunks < 2 or not work.is_contiguous():
         return work @ work.T
