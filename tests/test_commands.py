@@ -32,11 +32,15 @@ SOURCES = [
 SHRINK = {
     "benchmarks/aggregate.py": ["--p", "4096", "--repeat", "1", "--ks", "2"],
     "examples/multitask_demo.py": ["--steps", "3", "--seeds", "1"],
-    "mmdg.compare": ["--seeds", "1", "--epochs", "1", "--targets", "en", "--no-plots", "--quiet"],
+    "mmdg.compare": ["--seeds", "1", "--epochs", "1", "--targets", "en", "close", "--no-plots"],
+    "mmdg.tune": ["--seeds", "1", "--epochs", "1", "--targets", "en", "close", "--workers", "1"],
     "mmdg.minimal": ["--epochs", "1"],
     "examples/distributed/train.py": ["--steps", "2"],
     "benchmarks/on_device.py": ["--p", "4096", "--repeat", "1", "--ks", "2"],
     "benchmarks/engines.py": ["--quick", "--no-torchjd", "--no-memory"],
+    "benchmarks/bench.py": ["--quick", "--no-memory"],
+    "benchmarks/mmdg_step.py": ["--repeat", "1"],
+    "benchmarks/resnet.py": ["--ks", "2", "--repeat", "1", "--batch", "2", "--size", "16"],
 }
 #: Commands that need optional extras; run with --help when those are missing.
 NEEDS = {"mmdg.avdigits": ("espeakng_loader", "sklearn"), "mmdg.acoustic": ("espeakng_loader",)}

@@ -15,20 +15,39 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
+import multiprocessing
 import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from .features import leave_one_domain_out, load_dg_splits, read_meta
-from .stats import paired_table
+from .features import DGSplits, leave_one_domain_out, load_dg_splits, read_meta
+from .stats import paired_difference, paired_table
 from .train import RunConfig, RunResult, load_config, train_run
 
-__all__ = ["main", "run_comparison", "summarize"]
+__all__ = ["ABLATION", "ablation_table", "main", "run_comparison", "summarize"]
+
+#: The GMP paper's Table 4 rows: config name → label, in the paper's order. ``joint`` and
+#: ``gmp`` are the main configs; the others live in ``configs/ablation/``.
+ABLATION = {
+    "joint": "Base (joint training)",
+    "gmp/igdm_only": "IGDM only",
+    "gmp/cagp_only": "CAGP only",
+    "gmp": "Full GMP (IGDM + CAGP)",
+    "gmp/unified": "Unified modulation (k on both gradients)",
+    "gmp/without_k": "IGDM without k",
+    "gmp/without_p": "IGDM without p",
+    "gmp/always_cls": "Always project the classification gradient",
+    "gmp/always_dom": "Always project the domain gradient",
+    "gmp/symmetric": "PCGrad (symmetric) instead of CAGP",
+    "gmp/reverse": "Reverse CAGP (protect the stronger task)",
+}
 
 
 def unimodal_configs(base: RunConfig, modalities: Sequence[str]) -> list[RunConfig]:
@@ -49,6 +68,24 @@ def unimodal_configs(base: RunConfig, modalities: Sequence[str]) -> list[RunConf
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _splits(data: str, target: str, sources: tuple[str, ...]) -> DGSplits:
+    """The splits of one held-out domain, loaded once per process."""
+    return load_dg_splits(data, target=target, sources=list(sources))
+
+
+def _init_worker(threads: int) -> None:
+    """A worker process: ``threads`` intra-op threads, denormals flushed (as the CLI does)."""
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def _job(
+    data: str, sources: tuple[str, ...], target: str, cfg: RunConfig, seed: int, device: str
+) -> RunResult:
+    return train_run(cfg, _splits(data, target, sources), seed=seed, device=device)
+
+
 def run_comparison(
     data: str | Path,
     configs: Sequence[RunConfig],
@@ -57,28 +94,56 @@ def run_comparison(
     targets: Sequence[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    workers: int = 1,
+    threads: int = 1,
 ) -> list[RunResult]:
-    """Train every config on every (target, seed); return all results."""
+    """Train every config on every (target, seed); return all results.
+
+    Args:
+        data: The dataset folder.
+        configs: The configs.
+        seeds: The seeds.
+        targets: Held-out domains (``None``: all).
+        device: ``"cpu"`` or ``"cuda"``.
+        progress: Show a progress bar.
+        workers: Processes running the (config, target, seed) runs; 1 runs them here.
+        threads: Intra-op threads of each worker process (``workers > 1`` only).
+
+    Returns:
+        One result per run, ordered by target, config, seed (whatever ``workers`` is).
+    """
     meta = read_meta(data)
     pairs = [p for p in leave_one_domain_out(meta.domains) if targets is None or p[1] in targets]
+    jobs = [
+        (str(data), tuple(sources), target, cfg, seed, device)
+        for sources, target in pairs
+        for cfg in configs
+        for seed in seeds
+    ]
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is part of the examples extra
         tqdm = None
-    total = len(pairs) * len(configs) * len(seeds)
-    bar = tqdm(total=total, disable=not progress, file=sys.stderr) if tqdm else None
-    results = []
-    for sources, target in pairs:
-        splits = load_dg_splits(data, target=target, sources=sources)
-        for cfg in configs:
-            for seed in seeds:
-                if bar is not None:
-                    bar.set_description(f"{cfg.name} → {target} (seed {seed})")
-                results.append(train_run(cfg, splits, seed=seed, device=device))
-                if bar is not None:
-                    bar.update()
+    bar = tqdm(total=len(jobs), disable=not progress, file=sys.stderr) if tqdm else None
+    if workers <= 1:
+        results = []
+        for job in jobs:
+            if bar is not None:
+                bar.set_description(f"{job[3].name} → {job[2]} (seed {job[4]})")
+            results.append(_job(*job))
+            if bar is not None:
+                bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, _init_worker, (threads,)) as pool:
+            futures: list[Future[RunResult]] = [pool.submit(_job, *job) for job in jobs]
+            if bar is not None:
+                for future in futures:
+                    future.add_done_callback(lambda _: bar.update())
+            results = [f.result() for f in futures]
     if bar is not None:
         bar.close()
+    _splits.cache_clear()
     return results
 
 
@@ -149,6 +214,38 @@ def robustness_table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(results: Sequence[RunResult], reference: str = "gmp") -> str:
+    """The GMP paper's Table 4 on these runs: each variant's held-out and source-validation
+    fused accuracy (mean ± std over seeds of the mean over targets) and its paired
+    difference with full GMP over (target × seed). Empty without any ablation variant."""
+    names = [n for n in ABLATION if any(r.config == n for r in results)]
+    if reference not in names or not any(n.startswith(f"{reference}/") for n in names):
+        return ""
+    rows = {str(row["method"]): row for row in summarize(results)}
+    lines = [
+        f"| variant | config | held-out fused | source val fused | variant − {reference} "
+        "| 95 % interval | resolved |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        test, val = rows[name]["test/fused"], rows[name]["val/fused"]
+        cells = [f"{test[0]:.3f} ± {test[1]:.3f}", f"{val[0]:.3f} ± {val[1]:.3f}"]  # type: ignore[index]
+        if name == reference:
+            cells += ["–", "–", "–"]
+        else:
+            try:
+                d = paired_difference(results, name, reference)
+                cells += [
+                    f"{d.mean:+.3f}",
+                    f"[{d.low:+.3f}, {d.high:+.3f}]",
+                    "yes" if d.resolved else "no",
+                ]
+            except ValueError:
+                cells += ["–", "–", "–"]
+        lines.append(f"| {ABLATION[name]} | `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_csv(results: Sequence[RunResult], path: Path) -> None:
     """One row per run."""
     keys = sorted({k for r in results for k in r.test})
@@ -177,7 +274,7 @@ def load_results(paths: Sequence[str | Path]) -> list[RunResult]:
     return [RunResult(**row) for p in paths for row in json.loads(Path(p).read_text())]
 
 
-def plot_accuracy(rows: Sequence[dict[str, object]], path: Path) -> None:
+def plot_accuracy(rows: Sequence[dict[str, object]], path: Path, dataset: str = "") -> None:
     """Bar chart of held-out fused accuracy per method (mean ± std over seeds)."""
     import matplotlib
 
@@ -192,7 +289,8 @@ def plot_accuracy(rows: Sequence[dict[str, object]], path: Path) -> None:
     for i, m in enumerate(means):
         ax.text(i, m + 0.01, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("held-out accuracy (fused)")
-    ax.set_title("Leave-one-domain-out, mean over targets; error bars: std over seeds")
+    prefix = f"{dataset}: " if dataset else ""
+    ax.set_title(f"{prefix}leave-one-domain-out, mean over targets; error bars: std over seeds")
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -245,11 +343,21 @@ def plot_trajectories(
     plt.close(fig)
 
 
+def _fig5(names: Sequence[str]) -> list[str]:
+    """The configs whose trajectories are drawn: joint training against GMP (the paper's
+    Fig. 5) when both ran, else every config."""
+    pair = [n for n in ("joint", "gmp") if n in names]
+    return pair if len(pair) == 2 else list(names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare gradsurgery methods on MMDG data.")
     parser.add_argument("--data", required=True, help="feature-layout dataset folder")
     parser.add_argument("--configs", nargs="+", default=[], help="YAML/TOML config files")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+N-1 (to add seeds later)"
+    )
     parser.add_argument("--targets", nargs="*", default=None, help="held-out domains (all)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
@@ -265,15 +373,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-unimodal", action="store_true", help="skip unimodal baselines")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes over (config, target, seed)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per process (default: 1 with --workers > 1, else torch's own)",
+    )
     args = parser.parse_args(argv)
     if not args.configs and not args.merge:
         parser.error("give --configs to train, or --merge to summarise saved results")
     if args.device == "cpu":
         torch.set_flush_denormal(True)  # tiny modulated gradients otherwise slow the CPU down
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     meta = read_meta(args.data)
     modalities = list(meta.modalities)
     if args.merge:
         results = load_results(args.merge)
+        results.sort(key=lambda r: r.config.endswith(" only"))  # the baselines last, as trained
         names = list(dict.fromkeys(r.config for r in results))
         surgery = [n for n in names if not n.endswith(" only")]
         seeds = len({r.seed for r in results})
@@ -291,10 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_comparison(
             args.data,
             configs,
-            seeds=range(args.seeds),
+            seeds=range(args.first_seed, args.first_seed + args.seeds),
             targets=args.targets,
             device=args.device,
             progress=not args.quiet,
+            workers=args.workers,
+            threads=args.threads or 1,
         )
         surgery = [c.name for c in configs if not c.modalities]
         seeds = args.seeds
@@ -311,9 +433,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(dict.fromkeys(r.config for r in results))
     pairs = len({(r.target, r.seed) for r in results})
     if "gmp" in names and pairs >= 2:
+        methods = [n for n in names if n != "gmp" and not n.startswith("gmp/")]
         table += (
             "\n\nPaired differences of held-out fused accuracy over (target × seed); "
-            "resolved = the 95 % t-interval excludes 0.\n\n" + paired_table(results, "gmp")
+            "resolved = the 95 % t-interval excludes 0.\n\n"
+            + paired_table(results, "gmp", others=methods)
+        )
+    ablation = ablation_table(results)
+    if ablation:
+        table += (
+            "\n\nAblation (the GMP paper's Table 4): variant − full GMP, paired over "
+            "(target × seed).\n\n" + ablation
         )
     robust = robustness_table(results)
     if robust:
@@ -323,13 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(results, out / "results.csv")
     save_results(results, out / "results.json")
     if not args.no_plots:
-        plot_accuracy(rows, out / "accuracy.png")
-        plot_trajectories(
-            results,
-            out / "trajectories.png",
-            surgery,
-            modalities,
-        )
+        plot_accuracy(rows, out / "accuracy.png", meta.name)
+        plot_trajectories(results, out / "trajectories.png", _fig5(surgery), modalities)
     print(header + table)
     print(
         f"\nwrote {out}/results.md, results.csv, results.json"

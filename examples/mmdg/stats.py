@@ -67,9 +67,22 @@ def paired_difference(
     return PairedDifference(a, b, mean, mean - half, mean + half, len(diffs))
 
 
-def paired_table(results: Sequence[RunResult], reference: str, key: str = "fused") -> str:
-    """A Markdown table of ``reference − other`` for every other config with shared pairs."""
-    others = [c for c in dict.fromkeys(r.config for r in results) if c != reference]
+def paired_table(
+    results: Sequence[RunResult],
+    reference: str,
+    key: str = "fused",
+    others: Sequence[str] | None = None,
+) -> str:
+    """A Markdown table of ``reference − other`` for every other config with shared pairs.
+
+    Args:
+        results: The runs.
+        reference: The config read against the others.
+        key: The accuracy compared (``"fused"`` or a modality).
+        others: The configs to compare with (default: every other config, in order).
+    """
+    if others is None:
+        others = [c for c in dict.fromkeys(r.config for r in results) if c != reference]
     lines = [
         f"| {reference} − method | mean | 95 % interval | pairs | resolved |",
         "|---|---|---|---|---|",

@@ -64,12 +64,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--targets", nargs="*", default=None)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args(argv)
     if args.device == "cpu":
         torch.set_flush_denormal(True)
-    configs = expand_grid(load_config(args.config), args.grid)
+    configs = expand_grid(load_config(args.config).with_overrides(epochs=args.epochs), args.grid)
     results = run_comparison(
-        args.data, configs, seeds=range(args.seeds), targets=args.targets, device=args.device
+        args.data,
+        configs,
+        seeds=range(args.seeds),
+        targets=args.targets,
+        device=args.device,
+        workers=args.workers,
+        threads=args.threads,
     )
     rows = []
     for cfg in configs:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmdg.acoustic import (
+from mmdg.data_builders.acoustic import (
     CONDITIONS,
     AcousticConfig,
     add_noise,
@@ -25,6 +25,9 @@ from mmdg.acoustic import (
     telephone,
 )
 from mmdg.features import load_dg_splits, load_split, read_meta
+
+#: The builders' tests (and the shipped sets' properties) run in the slow suite.
+pytestmark = pytest.mark.slow
 
 pytest.importorskip("scipy")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmdg.avdigits import (
+from mmdg.data_builders.avdigits import (
     AVDigitsConfig,
     log_mel,
     main,
@@ -15,6 +15,9 @@ from mmdg.avdigits import (
     place_in_window,
 )
 from mmdg.features import load_dg_splits, load_split, read_meta
+
+#: The builders' tests (and the shipped sets' properties) run in the slow suite.
+pytestmark = pytest.mark.slow
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "mmdg" / "data" / "av-digits-dg"
 
@@ -110,7 +113,7 @@ def test_window_and_log_mel_shapes() -> None:
 
 def test_style_image_is_seeded() -> None:
     pytest.importorskip("scipy")
-    from mmdg.avdigits import DOMAINS, style_image
+    from mmdg.data_builders.avdigits import DOMAINS, style_image
 
     cfg = AVDigitsConfig()
     digit = np.zeros((8, 8))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mmdg.data_builders.synthetic import make_synthetic_mmdg, synthetic_feature_data
 from mmdg.features import (
     FeatureFormatError,
     FeatureMeta,
@@ -18,7 +19,6 @@ from mmdg.features import (
     read_meta,
     write_feature_dataset,
 )
-from mmdg.synthetic import make_synthetic_mmdg, synthetic_feature_data
 
 DOMAINS = ("d0", "d1", "d2")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmdg.data_builders.synthetic import write_synthetic_dataset
 from mmdg.features import load_dg_splits
-from mmdg.synthetic import write_synthetic_dataset
 from mmdg.train import RunConfig, RunResult, train_run
 
 pytestmark = pytest.mark.slow

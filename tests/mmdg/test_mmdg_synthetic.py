@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mmdg.data_builders.synthetic import make_synthetic_mmdg, write_synthetic_dataset
 from mmdg.features import load_dg_splits, read_meta
-from mmdg.synthetic import make_synthetic_mmdg, write_synthetic_dataset
 
 SMALL = {"dims": (12, 6), "n_domains": 3, "n_classes": 4, "n_per_domain": 40, "latent": 4}
 

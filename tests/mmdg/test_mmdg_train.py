@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from mmdg.compare import main as compare_main
+from mmdg.data_builders.synthetic import write_synthetic_dataset
 from mmdg.features import load_dg_splits
-from mmdg.synthetic import write_synthetic_dataset
 from mmdg.train import RunConfig, load_config, train_run
 
 import gradsurgery as gs
@@ -36,9 +36,7 @@ def test_the_shipped_configs_cover_the_compared_methods() -> None:
         cfg = load_config(path)
         methods.add(cfg.method if isinstance(cfg.method, str) else cfg.method["method"])
     assert methods <= set(gs.available())
-    # The example's loop computes the confidence signals GMP and OGM-GE read; MMPareto, AGM,
-    # PMR and CGGM need other signals (prototypes, masked forwards) it does not compute yet.
-    assert {"sum", "gmp", "ogmge", "pcgrad", "cagrad"} <= methods
+    assert {"sum", "gmp", "ogmge", "pcgrad", "cagrad", "mmpareto", "agm", "pmr", "cggm"} <= methods
     assert {p.suffix for p in CONFIGS} >= {".yaml", ".toml"}
 
 
@@ -128,6 +126,8 @@ def test_gpu_script_runs_the_same_path_on_cpu(tiny: Path, tmp_path: Path) -> Non
         **os.environ,
         "DEVICE": "cpu",
         "DATA": str(tiny),
+        "ACOUSTIC_DATA": str(tiny),
+        "CONFIGS": "mmdg/configs/joint.yaml mmdg/configs/agm.yaml mmdg/configs/cagrad.toml",
         "EPOCHS": "1",
         "SEEDS": "1",
         "BATCH": "64",
@@ -142,5 +142,6 @@ def test_gpu_script_runs_the_same_path_on_cpu(tiny: Path, tmp_path: Path) -> Non
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "held-out domains d0, d1, d2" in done.stdout
+    assert done.stdout.count("held-out domains d0, d1, d2") == 2  # both sets
+    assert "== acoustic ==" in done.stdout and "== language ==" in done.stdout
     assert done.stdout.rstrip().splitlines()[-1].startswith("wrote")

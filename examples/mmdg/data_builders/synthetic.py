@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import FeatureMeta, ModalitySpec, write_feature_dataset
+from ..features import FeatureMeta, ModalitySpec, write_feature_dataset
 
 __all__ = [
     "SyntheticMMDG",
