@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from mmdg.compare import ABLATION, ablation_table, run_comparison
-from mmdg.data_builders.synthetic import write_synthetic_dataset
 from mmdg.features import load_dg_splits
 from mmdg.train import RECIPES, RunConfig, RunResult, load_config, objectives, recipe_for, train_run
 
@@ -15,15 +14,6 @@ import gradsurgery as gs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mmdg"
 ABLATION_CONFIGS = sorted((EXAMPLE / "configs" / "ablation").glob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    write_synthetic_dataset(
-        root, dims=(12, 8), n_domains=3, n_classes=4, n_per_domain=80, latent=4, seed=0
-    )
-    return root
 
 
 def test_every_multimodal_method_has_a_recipe() -> None:

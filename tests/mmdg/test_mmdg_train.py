@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from mmdg.compare import main as compare_main
-from mmdg.data_builders.synthetic import write_synthetic_dataset
 from mmdg.features import load_dg_splits
 from mmdg.train import RunConfig, load_config, train_run
 
@@ -19,15 +18,6 @@ import gradsurgery as gs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mmdg"
 CONFIGS = sorted((EXAMPLE / "configs").glob("*.*"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    write_synthetic_dataset(
-        root, dims=(12, 8), n_domains=3, n_classes=4, n_per_domain=80, latent=4, seed=0
-    )
-    return root
 
 
 def test_the_shipped_configs_cover_the_compared_methods() -> None:
