@@ -150,13 +150,23 @@ def steps(model: Model, only: str | None = None) -> dict[str, Callable[[], None]
 
 
 def timeit(
-    base: Callable[[], None], fn: Callable[[], None], zero: Callable[[], None], repeat: int
+    base: Callable[[], None],
+    fn: Callable[[], None],
+    zero: Callable[[], None],
+    repeat: int,
+    device: torch.device | None = None,
 ) -> tuple[float, float]:
     """``(median time of base, median of the per-pair ratios fn / base)``.
 
     The two alternate (one warm-up each, gradients cleared before every run), so that a
-    change in the machine's load during the measurement hits both alike.
+    change in the machine's load during the measurement hits both alike. On a CUDA
+    ``device`` every run is timed between two synchronisations.
     """
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for f in (base, fn):
         zero()
         f()
@@ -165,8 +175,10 @@ def timeit(
         pair = []
         for f in (base, fn):
             zero()
+            sync()
             start = time.perf_counter()
             f()
+            sync()
             pair.append(time.perf_counter() - start)
         times.append(pair[0])
         ratios.append(pair[1] / pair[0])

@@ -19,9 +19,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -29,31 +29,11 @@ import gradsurgery as gs
 from gradsurgery.core.table import GradientTable
 from gradsurgery.registry import get
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from aggregate import timeit  # median seconds per call, synchronised
+
 TARGET = 3.0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
-    """Median seconds per call over ``repeat`` samples of several calls, after warm-ups."""
-    for _ in range(3):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    calls = max(1, min(200, int(0.02 / max(time.perf_counter() - start, 1e-7))))
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        _sync(device)
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
 
 
 def _problem(

@@ -5,8 +5,8 @@ here because torchvision is not a dependency; ``k`` linear heads read its pooled
 features, each with a squared-error loss. Every configuration of
 ``benchmarks/engines.py`` runs on it: PCGrad (and MGDA) through the table, gramian and
 representation engines, and TorchJD's ``mtl_backward`` and autogram paths when TorchJD is
-installed. Each is timed in alternation with the plain ``sum(losses).backward()`` step, with
-device synchronisation, and printed as the median ratio.
+installed. Each is timed in alternation with the plain ``sum(losses).backward()`` step
+(``engines.timeit``, with device synchronisation), and printed as the median ratio.
 
 The exact engines' convolution weights keep their gradient rows (the gramian engine factors
 linear layers only), so on this model the gramian engine's memory saving is partial.
@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -77,35 +75,6 @@ def make_model(k: int, batch: int, size: int, device: torch.device) -> engines.M
     return engines.Model(trunk, heads, x, torch.randn(batch, k, device=device))
 
 
-def paired(
-    base: Callable[[], None],
-    fn: Callable[[], None],
-    zero: Callable[[], None],
-    device: torch.device,
-    repeat: int,
-) -> tuple[float, float]:
-    """``(median base seconds, median of the per-pair ratios fn / base)``, synchronised."""
-
-    def once(f: Callable[[], None]) -> float:
-        zero()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        f()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for f in (base, fn, base, fn):
-        once(f)
-    times, ratios = [], []
-    for _ in range(repeat):
-        b, t = once(base), once(fn)
-        times.append(b)
-        ratios.append(t / b)
-    return statistics.median(times), statistics.median(ratios)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -130,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, fn in configs.items():
             if name == "plain":
                 continue
-            base, ratio = paired(configs["plain"], fn, model.zero_grad, device, args.repeat)
+            base, ratio = engines.timeit(
+                configs["plain"], fn, model.zero_grad, args.repeat, device=device
+            )
             bases.append(base)
             rows.setdefault(name, {})[k] = ratio
         plain_ms[k] = statistics.median(bases) * 1e3

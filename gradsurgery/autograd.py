@@ -494,17 +494,7 @@ def _on_device_policy(
     group: ProcessGroup | None,
 ) -> GramianPolicy:
     """The Gramian policy of a ``sync=False`` step, after checking that one is possible."""
-    reason = method.host_only()
-    if reason is not None:
-        raise ValueError(
-            f"sync=False: {reason}; methods that decide on the device: "
-            "gradsurgery.available(on_device=True)"
-        )
-    if on_nonfinite != "skip":
-        raise ValueError(
-            "sync=False needs on_nonfinite='skip' (raising would make the host wait for the "
-            "device); report.skipped says, when read, whether a step was skipped"
-        )
+    method.check_on_device(on_nonfinite)  # before any backward pass
     if group is not None:
         raise ValueError(
             "sync=False is not available with data parallelism: the ranks check that their "

@@ -65,8 +65,9 @@ class Context:
     def device(self) -> torch.device:
         """Where the decision runs (and its weights live): the host, or the rows' device in
         a step without host synchronisation."""
-        first = self.block if self.block is not None else next(iter(self.table.blocks))
-        return self.table[first].decision_device
+        if self.block is None:
+            return self.table.decision_device
+        return self.table[self.block].decision_device
 
     @property
     def objectives(self) -> tuple[str, ...]:

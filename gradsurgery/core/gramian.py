@@ -175,12 +175,11 @@ def combine(weights: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         w = [float(x) for x in weights]
         if len(w) == 1:
             return (work[0] * w[0]).to(matrix.dtype)
-        if torch.compiler.is_compiling():  # no branch on traced values
-            return (work[0] * w[0]).add_(work[1], alpha=w[1]).to(matrix.dtype)
-        if w[0] == 1.0:
-            return torch.add(work[0], work[1], alpha=w[1]).to(matrix.dtype)
-        if w[1] == 1.0:
-            return torch.add(work[1], work[0], alpha=w[0]).to(matrix.dtype)
+        if not torch.compiler.is_compiling():  # no branch on values a compiler traces
+            if w[0] == 1.0:
+                return torch.add(work[0], work[1], alpha=w[1]).to(matrix.dtype)
+            if w[1] == 1.0:
+                return torch.add(work[1], work[0], alpha=w[0]).to(matrix.dtype)
         return (work[0] * w[0]).add_(work[1], alpha=w[1]).to(matrix.dtype)
     w_dev = weights.to(device=matrix.device, dtype=work_dtype)
     return (w_dev @ work).to(matrix.dtype)

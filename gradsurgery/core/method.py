@@ -174,6 +174,28 @@ class Method(abc.ABC):
             "data-dependent number of iterations, an eigendecomposition, or NumPy/SciPy)"
         )
 
+    def check_on_device(self, on_nonfinite: OnNonFinite = "skip") -> None:
+        """Raise a clear error unless this instance can run a ``sync=False`` step with
+        ``on_nonfinite``.
+
+        Raises:
+            ValueError: If it decides on the host (`host_only`), or ``on_nonfinite`` is
+                ``"raise"``: a step that does not wait for the device cannot raise on what
+                the device finds.
+        """
+        reason = self.host_only()
+        if reason is not None:
+            raise ValueError(
+                f"sync=False: {reason}; use sync=True. Methods that decide on the device: "
+                "gradsurgery.available(on_device=True)"
+            )
+        if on_nonfinite != "skip":
+            raise ValueError(
+                "sync=False needs on_nonfinite='skip': a step that does not wait for the "
+                "device cannot raise on what it finds there; such a step writes the plain sum "
+                "(non-finite, so GradScaler skips it) and report.skipped says so when read"
+            )
+
     def reads_losses(self) -> bool:
         """Whether this instance reads the loss values: `needs_losses`, unless a
         hyper-parameter decides it (MGDA's loss normalisations)."""
@@ -240,13 +262,7 @@ class Method(abc.ABC):
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         if not sync:
-            if on_nonfinite != "skip":
-                raise ValueError(
-                    "sync=False cannot raise on non-finite gradients (that needs the host to "
-                    "wait for the device); pass on_nonfinite='skip': such a step then writes "
-                    "the plain sum (non-finite, so GradScaler skips it) and report.skipped "
-                    "says so when read"
-                )
+            self.check_on_device(on_nonfinite)
             return self.apply_on_device(table, signals, diagnostics=diagnostics)
         self.check_table(table)
         if self.uses_gramian or diagnostics:
@@ -311,12 +327,7 @@ class Method(abc.ABC):
             ValueError: If the method does not decide on the device (``on_device`` is
                 False) or the table does not fit the method.
         """
-        reason = self.host_only()
-        if reason is not None:
-            raise ValueError(
-                f"{reason}; use sync=True. Methods that decide on the device: "
-                "gradsurgery.available(on_device=True)"
-            )
+        self.check_on_device()
         self.check_table(table)
         for block in table.blocks.values():
             if block.has_rows and not block.has_gramian:

@@ -373,6 +373,12 @@ class GradientTable:
         return len(self.objectives)
 
     @property
+    def decision_device(self) -> torch.device:
+        """Where a decision over the whole table runs: its first block's
+        `BlockGradients.decision_device`."""
+        return next(iter(self.blocks.values())).decision_device
+
+    @property
     def synchronous(self) -> bool:
         """Whether decisions on this table may read values on the host: False when every
         block's Gramian policy avoids host synchronisation (a step with ``sync=False``)."""

@@ -310,7 +310,7 @@ class GMP(CrossBlockMethod):
 
     def decide(self, table: GradientTable, signals: SignalMap | None) -> dict[str, Decision]:
         host = table.synchronous
-        device = next(iter(table.blocks.values())).decision_device
+        device = table.decision_device
         q, c, valid = self._confidences(table, signals, None if host else device)
         xp = namespace(q)
         multi = len(table.blocks) > 1

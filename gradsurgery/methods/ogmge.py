@@ -142,7 +142,7 @@ class OGMGE(CrossBlockMethod):
         active = self.active
         self.step += 1
         host = table.synchronous
-        device = next(iter(table.blocks.values())).decision_device
+        device = table.decision_device
         valid = None
         if len(names) > 1:
             what = "semantic confidence"
