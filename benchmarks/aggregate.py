@@ -199,6 +199,18 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _counterpart(name: str, case: Case, k: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """TorchJD's aggregator for ``case``, or None (with a line saying why) when it cannot be
+    built: some need solvers TorchJD keeps optional (``pip install "torchjd[full]"``)."""
+    if case.torchjd is None:
+        return None
+    try:
+        return case.torchjd(k)
+    except ImportError as error:
+        print(f"  {name}: TorchJD's counterpart left out: {error}", flush=True)
+        return None
+
+
 def multitask_table(
     p: int,
     ks: list[int],
@@ -236,9 +248,9 @@ def multitask_table(
                 table = gs.GradientTable.from_matrices({"block": G}, objectives, losses=losses)
                 return method.apply(table)
 
+            aggregator = _counterpart(name, case, k)
             with _quiet():
-                if case.torchjd is not None:
-                    aggregator = case.torchjd(k)
+                if aggregator is not None:
                     a, b, r = paired(ours, lambda G=G, f=aggregator: f(G), device, repeat)
                     theirs: float | None = b * 1e3
                     ratio: float | None = r
