@@ -97,6 +97,18 @@ def test_representation_engine_config(tiny: Path) -> None:
         RunConfig("x", "gmp", engine="fast")
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted((EXAMPLE / "configs").rglob("*.y*ml")) + sorted((EXAMPLE / "configs").rglob("*.toml")),
+    ids=lambda p: str(p.relative_to(EXAMPLE / "configs")),
+)
+def test_every_shipped_config_builds_its_method(path: Path) -> None:
+    cfg = load_config(path)
+    method = gs.build(cfg.method)
+    assert recipe_for(method) is not None
+    assert cfg.name == (path.stem if path.parent.name != "ablation" else f"gmp/{path.stem}")
+
+
 def test_ablation_configs_are_the_paper_rows() -> None:
     names = {load_config(p).name for p in ABLATION_CONFIGS}
     assert names == {n for n in ABLATION if n.startswith("gmp/")}
