@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import matrices
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gradsurgery.methods.dualproj import DualProj
@@ -54,8 +54,9 @@ def test_update_is_the_projection_of_the_weighted_sum(G: torch.Tensor, seed: int
     # Exact mode: d = Gᵀw lies in the dual cone, y − d is orthogonal to d (y = Gᵀp), and
     # y − d = −Gᵀ(w − p) with w ≥ p: the optimality conditions of the projection. They are
     # homogeneous in G, so G is taken at unit scale (tolerances of order |G|³ would
-    # underflow for rows of norm 1e-120; homogeneity itself is a property of the suite).
-    top = float(G.norm(dim=1).max())
+    # underflow for rows of norm 1e-120; homogeneity itself is a property of the suite),
+    # scaled by the largest entry: torch's norm of a row of norm 1e-207 underflows to 0.
+    top = float(G.abs().max())
     G = G / top if top > 0 else G
     k = G.shape[0]
     p = np.random.default_rng(seed).uniform(0.0, 2.0, k)
@@ -73,10 +74,12 @@ def test_update_is_the_projection_of_the_weighted_sum(G: torch.Tensor, seed: int
 
 
 @given(G=matrices(max_k=6))
+@example(G=torch.tensor([[-7.4039e-207, 0.0], [2.9361e-284, 0.0]], dtype=torch.float64))
 def test_inside_the_cone_nothing_moves(G: torch.Tensor) -> None:
     # At unit scale: the cosines below multiply two norms, which underflow for rows of norm
-    # 1e-167 and 1e-260 (a conflict would read as a zero cosine).
-    top = float(G.norm(dim=1).max())
+    # 1e-167 and 1e-260 (a conflict would read as a zero cosine). Scaled by the largest entry,
+    # not the largest norm: torch's norm of a row of norm 1e-207 underflows to 0.
+    top = float(G.abs().max())
     G = G / top if top > 0 else G
     y = G.sum(0)
     norms = G.norm(dim=1)
