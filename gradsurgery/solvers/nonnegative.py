@@ -148,12 +148,16 @@ def solve_nonnegative_qp(
     passive = x > 0
     blocked = np.zeros(k, dtype=bool)
     size = max(float(np.abs(H).max()) if k else 0.0, float(np.abs(b).max()) if k else 0.0)
+    absH = np.abs(H)
     iterations = 0
     converged = False
     dependent = 0
     while iterations < max_iter:
         r = b - H @ x
-        threshold = 16.0 * k * _EPS * (size * (1.0 + float(np.abs(x).sum())))
+        # Per index, a bound on the rounding of r_i = b_i − Σ_j H_ij x_j. A bound through
+        # ‖x‖₁ instead would let one huge coordinate on a near-null column (which a warm
+        # start can give) hide a real improvement in every other index.
+        threshold = 16.0 * k * _EPS * (size + absH @ np.abs(x))
         candidates = ~passive & ~blocked & (r > threshold)
         if not candidates.any():
             converged = True

@@ -124,7 +124,20 @@ def test_nonnegative_qp_meets_kkt_and_warm_starts_agree(data: st.DataObject) -> 
 
     assert warm.converged and warm.x.min() >= 0
     if not warm.dependent:
+        warm_size = 1.0 + float(np.abs(b).max()) + float(np.abs(warm.x).sum())
+        assert (b - H @ warm.x).max() <= 1e-10 * warm_size
         assert value(warm.x) == pytest.approx(value(x), rel=1e-9, abs=1e-9 * size)
+
+
+def test_a_warm_start_on_a_near_null_column_does_not_hide_an_improvement() -> None:
+    # Index 1's column is 1e-20 long: a warm start on it puts x₁ = 1e10. A convergence test
+    # through ‖x‖₁ then read index 0's r = 5e-5 as rounding and stopped at a point that is
+    # not optimal, without a word; now the index enters, and the dependent block is flagged.
+    H = np.diag([1.0, 1e-20, 1.0])
+    b = np.array([5e-5, 1e-10, -1.0])
+    warm = solve_nonnegative_qp(H, b, start=np.array([False, True, False]))
+    assert warm.converged
+    assert warm.dependent or (b - H @ warm.x).max() <= 1e-12
 
 
 def test_psd_part_clips_only_negative_eigenvalues() -> None:
