@@ -23,6 +23,7 @@ On GPUs (one per rank) the backend is nccl, on CPU gloo. Options:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,12 @@ def main() -> None:
                 },
                 args.save,
             )
+        # Teardown in order: the model and optimizer (FSDP's communication state) go first,
+        # and no rank destroys the group while another still communicates; gloo aborts a
+        # process whose worker threads still hold work when the interpreter shuts down.
+        del result
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
